@@ -1,0 +1,266 @@
+"""sam3web settings: every value comes from the environment, with defaults that let a fresh
+checkout run on SQLite. Nonsense values stop start-up with ImproperlyConfigured rather than
+surfacing later as a confusing failure."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false (1/0, yes/no, on/off), not {raw!r}")
+
+
+def envint(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def envfloat(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
+    if not value >= minimum:  # also catches NaN
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {raw!r}")
+    return value
+
+
+def envlist(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def envurl(name: str, default: str) -> str:
+    """An http(s) base URL without query or fragment; returned without a trailing slash."""
+    raw = os.environ.get(name, default).strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL, not {raw!r}")
+    if parts.query or parts.fragment:
+        raise ImproperlyConfigured(f"{name} must not have a query string or fragment: {raw!r}")
+    return raw.rstrip("/")
+
+
+DATA_DIR = Path(os.environ.get("SAM3WEB_DATA_DIR", BASE_DIR / "data")).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in the data folder,
+    so a fresh install is safe without anyone having to invent a key."""
+    key = os.environ.get("SECRET_KEY", "").strip()
+    if key:
+        if len(key) < 32:
+            raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long")
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = envbool("DEBUG", False)
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+# The base URL at which Runflow can reach this app. Unset: no callbacks, runs are polled.
+SAM3WEB_PUBLIC_URL = envurl("SAM3WEB_PUBLIC_URL", "")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+if SAM3WEB_PUBLIC_URL:
+    _public = urlsplit(SAM3WEB_PUBLIC_URL)
+    CSRF_TRUSTED_ORIGINS.append(f"{_public.scheme}://{_public.netloc}")
+    if _public.hostname and _public.hostname not in ALLOWED_HOSTS and "*" not in ALLOWED_HOSTS:
+        ALLOWED_HOSTS.append(_public.hostname)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "django_tasks_db",
+    "segmentation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every page needs a signed-in user unless its view says otherwise.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "sam3web.urls"
+WSGI_APPLICATION = "sam3web.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+try:
+    _db = dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'sam3web.sqlite3'}",
+        conn_max_age=0,
+    )
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django can use: {exc}") from exc
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server read while the worker writes; IMMEDIATE transactions take the
+    # write lock up front, so concurrent writers wait (timeout) instead of failing with
+    # "database is locked" when a read transaction tries to upgrade.
+    _db["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    # A file, not memory, so a worker process in the tests sees the same database; one per
+    # test process, so test runs side by side don't share it.
+    _db["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "run_list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every request while it is missing
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media")).resolve()
+# Media is served by a signed-in view, never as a public folder.
+MEDIA_URL = "/media/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if envbool("SAM3WEB_STATIC_MANIFEST", True)
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG or not envbool("SAM3WEB_STATIC_MANIFEST", True)
+
+# Uploads: the image field enforces SAM3WEB_MAX_IMAGE_BYTES; everything else is small.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if SAM3WEB_PUBLIC_URL.startswith("https://"):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_db.DatabaseBackend",
+        "QUEUES": ["default"],
+    }
+}
+
+# --- Runflow -------------------------------------------------------------------------------
+RUNFLOW_API_KEY = os.environ.get("RUNFLOW_API_KEY", "").strip()
+RUNFLOW_BASE_URL = envurl("RUNFLOW_BASE_URL", "https://api.runflow.io")
+# Comma-separated, so a secret can be rotated while the old one is still valid.
+RUNFLOW_CALLBACK_SECRETS = envlist("RUNFLOW_CALLBACK_SECRET", [])
+RUNFLOW_TIMEOUT = envfloat("RUNFLOW_TIMEOUT", 30.0, minimum=1.0)
+RUNFLOW_MAX_ATTEMPTS = envint("RUNFLOW_MAX_ATTEMPTS", 5, minimum=1)
+RUNFLOW_BACKOFF_BASE = envfloat("RUNFLOW_BACKOFF_BASE", 0.5)
+RUNFLOW_BACKOFF_MAX = envfloat("RUNFLOW_BACKOFF_MAX", 30.0)
+# Images up to this size go inline as a data: URI; larger ones through the asset upload.
+RUNFLOW_INLINE_MAX_BYTES = envint("RUNFLOW_INLINE_MAX_BYTES", 1024 * 1024)
+# How long a worker may hold a run while submitting it before another worker may take over
+# (longer than the client's worst case: every attempt timing out, with backoff between).
+SAM3WEB_SUBMIT_LEASE = envint("SAM3WEB_SUBMIT_LEASE", 600, minimum=1)
+
+# --- Image intake -----------------------------------------------------------------------------
+SAM3WEB_MAX_IMAGE_BYTES = envint("SAM3WEB_MAX_IMAGE_BYTES", 50 * 1024 * 1024, minimum=1)
+# Refused before decoding: 50 megapixels is a 8660x5773 photo, and ~150 MB once decoded.
+SAM3WEB_MAX_IMAGE_PIXELS = envint("SAM3WEB_MAX_IMAGE_PIXELS", 50_000_000, minimum=1)
+SAM3WEB_FETCH_TIMEOUT = envfloat("SAM3WEB_FETCH_TIMEOUT", 20.0, minimum=0.1)
+SAM3WEB_FETCH_MAX_REDIRECTS = envint("SAM3WEB_FETCH_MAX_REDIRECTS", 5)
+# Only the test suite turns this on: image URLs may then point at loopback/private hosts.
+SAM3WEB_FETCH_ALLOW_PRIVATE = False
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}

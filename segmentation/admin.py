@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from .models import Run, SourceImage
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ["id", "owner", "status", "provider_run_id", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["id", "provider_run_id", "input__prompt"]
+    raw_id_fields = ["image", "owner"]
+    readonly_fields = ["created_at", "updated_at", "submitted_at", "submit_started_at"]
+
+
+@admin.register(SourceImage)
+class SourceImageAdmin(admin.ModelAdmin):
+    list_display = ["id", "original_name", "width", "height", "content_type", "created_at"]
+    search_fields = ["sha256", "original_name"]

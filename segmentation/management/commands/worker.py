@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from segmentation.tasks import recover_runs
+
+
+class Command(BaseCommand):
+    help = (
+        "Queue again the runs a stopped worker left behind, then run the database task worker. "
+        "Arguments after -- go to db_worker (e.g. -- --batch)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("db_worker_args", nargs=argparse.REMAINDER)
+
+    def handle(self, *args: Any, db_worker_args: list[str], **options: Any) -> None:
+        recovered = recover_runs()
+        if recovered:
+            self.stdout.write(f"Queued {recovered} run(s) left behind by a stopped worker.")
+        rest = [a for a in db_worker_args if a != "--"]
+        call_command("db_worker", *rest)

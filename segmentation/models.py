@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class SourceImage(models.Model):
+    """An image as the person sees it (EXIF orientation applied), stored once per content.
+
+    All prompt coordinates of the runs that use it are pixels of this file."""
+
+    file = models.FileField(upload_to="images/%Y/%m/")
+    sha256 = models.CharField(max_length=64, unique=True)
+    content_type = models.CharField(max_length=50)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    byte_size = models.PositiveBigIntegerField()
+    # True when our copy differs from what was uploaded or fetched (rotated, converted, ...):
+    # then Runflow must get our copy, never the original URL.
+    converted = models.BooleanField(default=False)
+    original_name = models.CharField(max_length=255, blank=True)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.original_name or self.sha256[:12]} ({self.width}×{self.height})"
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting to submit"
+        SUBMITTING = "submitting", "Submitting to Runflow"
+        NOT_SUBMITTED = "not_submitted", "Not submitted"
+        QUEUED = "queued", "Queued at Runflow"
+        DISPATCHING = "dispatching", "Dispatching"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELED = "canceled", "Canceled"
+
+    # Runflow will not change these again; NOT_SUBMITTED only changes when a person resubmits.
+    FINAL_STATUSES = frozenset(
+        {Status.NOT_SUBMITTED, Status.SUCCEEDED, Status.FAILED, Status.CANCELED}
+    )
+    LOCAL_STATUSES = frozenset({Status.PENDING, Status.SUBMITTING})
+
+    # A UUID, not a counter: it is also the Idempotency-Key and client_ref at Runflow, which
+    # must never collide with another install's (or a reset database's) runs.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    image = models.ForeignKey(SourceImage, on_delete=models.PROTECT, related_name="runs")
+    source_url = models.URLField(max_length=2000, blank=True)
+
+    # What the person asked for: the model input minus image_url (resolved at submit time).
+    input = models.JSONField()
+    metadata = models.JSONField(null=True, blank=True)
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    # The exact JSON body sent to Runflow; an inline data: URI is kept as a short reference
+    # (it is rebuilt byte for byte from the stored image), see tasks.describe_body().
+    request_body = models.JSONField(null=True, blank=True)
+    image_delivery = models.CharField(max_length=20, blank=True)  # url / inline / asset
+    asset_url = models.CharField(max_length=2000, blank=True)
+    provider_run_id = models.CharField(max_length=100, blank=True, db_index=True)
+    provider_status = models.CharField(max_length=40, blank=True)
+    provider_response = models.JSONField(null=True, blank=True)
+
+    # Why Runflow refused, in Runflow's own words.
+    error_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+    error_details = models.JSONField(null=True, blank=True)
+
+    task_id = models.CharField(max_length=64, blank=True)
+    submit_attempts = models.PositiveIntegerField(default=0)
+    # While a worker holds the run in SUBMITTING; past it, another worker may take over.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    submit_started_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["-created_at"], name="run_created_idx"),
+            models.Index(fields=["status", "created_at"], name="run_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.id} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("run_detail", args=[self.id])
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    @property
+    def can_resubmit(self) -> bool:
+        return self.status == self.Status.NOT_SUBMITTED
+
+    @property
+    def prompt(self) -> str:
+        return self.input.get("prompt", "")
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        return self.input.get("point_prompts") or []
+
+    @property
+    def boxes(self) -> list[dict[str, Any]]:
+        return self.input.get("box_prompts") or []
+
+    @property
+    def submit_seconds(self) -> float | None:
+        if self.submitted_at and self.created_at:
+            return (self.submitted_at - self.created_at).total_seconds()
+        return None

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from tests.runflow_standin import RunflowStandin
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT.parent / "shared" / "images"
+TEST_KEY = "test-key"
+BROKE_KEY = "broke-key"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(settings, tmp_path: Path) -> None:
+    """Every test gets its own media folder and a Runflow that is our stand-in."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    settings.RUNFLOW_API_KEY = TEST_KEY
+    settings.RUNFLOW_BACKOFF_BASE = 0.01
+    settings.RUNFLOW_BACKOFF_MAX = 0.05
+    settings.RUNFLOW_TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="session")
+def _standin_server() -> Iterator[RunflowStandin]:
+    with RunflowStandin(api_keys=[TEST_KEY, BROKE_KEY], broke_keys=[BROKE_KEY]) as server:
+        yield server
+
+
+@pytest.fixture
+def standin(_standin_server: RunflowStandin, settings) -> Iterator[RunflowStandin]:
+    """The Runflow stand-in, a real HTTP server on a real socket, fresh for each test."""
+    _standin_server.reset()
+    settings.RUNFLOW_BASE_URL = _standin_server.base_url
+    yield _standin_server
+    _standin_server.reset()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("ada", password="correct horse battery")
+
+
+@pytest.fixture
+def signed_in(client: Client, user) -> Client:
+    client.force_login(user)
+    return client
+
+
+def run_worker() -> None:
+    """Run the real database worker until the queue is empty."""
+    call_command("db_worker", "--batch", "--no-startup-delay", "--interval", "0")
+
+
+def image_bytes(name: str) -> bytes:
+    return (IMAGES / name).read_bytes()
+
+
+def upload(name: str, data: bytes | None = None):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, image_bytes(name) if data is None else data)
+
+
+def png_bytes(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()

@@ -1,0 +1,138 @@
+"""What a person clicks, in Debian's Chromium driven by Playwright: the live app, a real
+worker process and the Runflow stand-in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from segmentation.models import Run
+from tests.conftest import IMAGES, ROOT
+from tests.test_worker_recovery import worker_env
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the tests' own ORM calls
+    # are still plain synchronous code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def worker(standin, transactional_db) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "worker", "--", "--no-startup-delay", "--interval", "0.1"],
+        cwd=ROOT,
+        env=worker_env(standin),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    yield proc
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def page(browser, live_server, user) -> Iterator:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/runs/new/")
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/runs/new/")
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_submit_a_run_and_watch_it_reach_runflow(page, worker, standin, live_server) -> None:
+    page.get_by_label("Image", exact=True).set_input_files(str(IMAGES / "cat.jpg"))
+    page.get_by_label("Text prompt").fill("cat")
+    page.get_by_label("Point prompts").fill('[{"x": 225, "y": 150, "label": 1}]')
+    page.get_by_label("Box prompts").fill(
+        '[{"x_min": 60, "y_min": 30, "x_max": 400, "y_max": 290}]'
+    )
+    shot(page, "01-new-run")
+    page.get_by_role("button", name="Submit run").click()
+    page.wait_for_url("**/runs/*/")
+    # The status updates live, without a reload, once the worker has submitted it.
+    page.get_by_text("Queued at Runflow").wait_for()
+    run = Run.objects.get()
+    assert run.status == Run.Status.QUEUED
+    assert len(standin.runs) == 1
+    assert page.locator("svg circle.pt.pos").count() == 1
+    assert page.locator("svg rect.box").count() == 1
+    shot(page, "02-run-queued")
+
+    page.get_by_role("link", name="History").click()
+    assert page.get_by_role("link", name="cat").count() >= 1
+    shot(page, "03-history")
+
+
+def test_a_bad_field_keeps_everything_typed(page, worker, standin) -> None:
+    page.get_by_label("Image", exact=True).set_input_files(str(IMAGES / "coffee.jpg"))
+    page.get_by_label("Text prompt").fill("cup")
+    page.get_by_label("Point prompts").fill('[{"x": 9000, "y": 1, "label": 1}]')
+    page.get_by_role("button", name="Submit run").click()
+    error = page.locator("#field-point_prompts .field-errors")
+    error.wait_for()
+    assert "outside the image" in error.inner_text()
+    assert page.get_by_label("Text prompt").input_value() == "cup"
+    assert page.get_by_text("Using coffee.jpg").count() == 1
+    shot(page, "04-form-error")
+
+    page.get_by_label("Point prompts").fill('[{"x": 300, "y": 200, "label": 1}]')
+    page.get_by_role("button", name="Submit run").click()
+    page.get_by_text("Queued at Runflow").wait_for()
+    assert Run.objects.get().image.original_name == "coffee.jpg"
+
+
+def test_a_refused_run_can_be_submitted_again(page, worker, standin, settings) -> None:
+    standin.scripted.append(
+        (402, {"code": "INSUFFICIENT_CREDIT", "message": "Top up your balance", "errors": None})
+    )
+    page.get_by_label("Image", exact=True).set_input_files(str(IMAGES / "rocket.webp"))
+    page.get_by_label("Text prompt").fill("rocket")
+    page.get_by_role("button", name="Submit run").click()
+    page.get_by_text("Top up your balance").wait_for()
+    shot(page, "05-refused")
+    page.get_by_role("button", name="Submit again").click()
+    page.get_by_text("Queued at Runflow").wait_for()
+    assert len(standin.runs) == 1

@@ -1,0 +1,133 @@
+"""One local run never makes two provider runs, even when the worker dies mid-call."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from segmentation.models import Run
+from segmentation.runflow import RunflowClient
+from tests.conftest import ROOT, TEST_KEY
+from tests.test_submit import submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def worker_env(standin, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "MEDIA_ROOT": str(django_settings.MEDIA_ROOT),
+        "RUNFLOW_BASE_URL": standin.base_url,
+        "RUNFLOW_API_KEY": TEST_KEY,
+        "RUNFLOW_BACKOFF_BASE": "0.01",
+        "SAM3WEB_SUBMIT_LEASE": "1",
+        "SAM3WEB_STATIC_MANIFEST": "0",
+    }
+    env.update(extra)
+    return env
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_call_leaves_one_provider_run(signed_in, standin) -> None:
+    # Runflow records the run, then holds its answer: the worker is killed while waiting.
+    standin.create_delay = 5.0
+    run = submit(signed_in)
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "worker", "--", "--no-startup-delay", "--interval", "0.1"],
+        cwd=ROOT,
+        env=worker_env(standin),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: len(standin.create_calls()) == 1)
+        wait_for(lambda: len(standin.runs_for_client_ref(str(run.id))) == 1)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUBMITTING
+    assert run.provider_run_id == ""
+
+    standin.create_delay = 0
+    time.sleep(1.1)  # the dead worker's lease runs out
+    restarted = subprocess.run(
+        [sys.executable, "manage.py", "worker", "--", "--batch", "--no-startup-delay"],
+        cwd=ROOT,
+        env=worker_env(standin),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert restarted.returncode == 0, restarted.stderr
+    assert "Queued 1 run(s) left behind" in restarted.stdout
+
+    run.refresh_from_db()
+    [provider_run] = standin.runs_for_client_ref(str(run.id))
+    assert run.status == Run.Status.QUEUED
+    assert run.provider_run_id == provider_run["id"]
+    assert len(standin.runs) == 1
+
+
+def test_a_half_submitted_run_is_adopted_not_duplicated(signed_in, standin) -> None:
+    run = submit(signed_in)
+    # The previous worker reached Runflow, then died before saving the answer.
+    with RunflowClient(base_url=standin.base_url, api_key=TEST_KEY) as client:
+        created = client.create_run(
+            input={"image_url": "data:image/png;base64,iVBORw0KGgo=", **run.input},
+            idempotency_key=str(run.id),
+            client_ref=str(run.id),
+        )
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.SUBMITTING,
+        submit_attempts=1,
+        lease_until=timezone.now() - dt.timedelta(seconds=1),
+    )
+    call_command("worker", "--", "--batch", "--no-startup-delay")
+    run.refresh_from_db()
+    assert run.status == Run.Status.QUEUED
+    assert run.provider_run_id == created["id"]
+    assert len(standin.runs) == 1
+    assert len(standin.create_calls()) == 1  # ours above; the worker only looked it up
+
+
+def test_a_pending_run_whose_task_was_lost_is_queued_again(signed_in, standin) -> None:
+    run = submit(signed_in)
+    from django_tasks_db.models import DBTaskResult
+
+    DBTaskResult.objects.all().delete()  # e.g. the enqueue never happened
+    call_command("worker", "--", "--batch", "--no-startup-delay")
+    run.refresh_from_db()
+    assert run.status == Run.Status.QUEUED
+    assert len(standin.runs) == 1
+
+
+def test_a_live_lease_is_respected(signed_in, standin) -> None:
+    run = submit(signed_in)
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.SUBMITTING,
+        submit_attempts=1,
+        lease_until=timezone.now() + dt.timedelta(minutes=5),
+    )
+    call_command("worker", "--", "--batch", "--no-startup-delay")
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUBMITTING  # another worker may still be on it
+    assert standin.create_calls() == []
