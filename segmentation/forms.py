@@ -6,6 +6,7 @@ needs the image (coordinates inside it)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from typing import Any
@@ -14,6 +15,7 @@ from django import forms
 from django.core import signing
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from PIL import Image
 
 from . import images
 from .models import SourceImage
@@ -260,6 +262,7 @@ class RunForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.user = user
         self.source_image: SourceImage | None = None
+        self.source_url = ""  # where source_image came from, when it was a URL
 
     # --- the image ------------------------------------------------------------------------
     def staged_token(self) -> str:
@@ -267,17 +270,27 @@ class RunForm(forms.Form):
         errors elsewhere does not make the person choose the file again."""
         if self.source_image is None:
             return ""
-        return signing.dumps(self.source_image.pk, salt=STAGED_SALT)
+        # The URL travels signed too: it decides what Runflow is sent, so it must not be
+        # something other than where the image really came from.
+        return signing.dumps([self.source_image.pk, self.source_url], salt=STAGED_SALT)
 
-    def _staged_image(self) -> SourceImage | None:
+    def _staged(self) -> list[Any] | None:
         token = self.data.get("staged_image", "")
         if not token:
             return None
         try:
-            pk = signing.loads(token, salt=STAGED_SALT, max_age=24 * 3600)
+            staged = signing.loads(token, salt=STAGED_SALT, max_age=7 * 24 * 3600)
         except signing.BadSignature:
             return None
-        return SourceImage.objects.filter(pk=pk).first()
+        return staged if isinstance(staged, list) and len(staged) == 2 else None
+
+    def _staged_image(self) -> SourceImage | None:
+        staged = self._staged()
+        return SourceImage.objects.filter(pk=staged[0]).first() if staged else None
+
+    def _staged_source_url(self) -> str:
+        staged = self._staged()
+        return str(staged[1])[:2000] if staged else ""
 
     def _take_image(self, upload: Any, url: str) -> None:
         try:
@@ -305,9 +318,11 @@ class RunForm(forms.Form):
             if self.source_image is None:
                 self.add_error("image", "Choose an image file or paste an image URL.")
         # Remember where a URL image came from: Runflow may get that URL instead of a copy.
-        cleaned["source_url"] = url if (url and not upload) else ""
-        if not url and not upload and self.source_image is not None:
-            cleaned["source_url"] = self.data.get("staged_source_url", "")[:2000]
+        if url and not upload:
+            self.source_url = url
+        elif not upload and self.source_image is not None:
+            self.source_url = self._staged_source_url()
+        cleaned["source_url"] = self.source_url
 
         prompt = (cleaned.get("prompt") or "").strip()
         alias = (cleaned.get("text_prompt") or "").strip()
@@ -369,6 +384,26 @@ class RunForm(forms.Form):
         return data
 
 
+THUMBNAIL_SIZE = (240, 180)
+
+
+def thumbnail_jpeg(data: bytes) -> bytes:
+    """A small JPEG of an image intake already accepted (so it decodes, within limits)."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.draft("RGB", THUMBNAIL_SIZE)  # JPEG: decode at a fraction of the size, much faster
+        im.thumbnail(THUMBNAIL_SIZE)
+        if im.mode in ("RGBA", "LA", "P"):
+            im = im.convert("RGBA")
+            flat = Image.new("RGB", im.size, (255, 255, 255))
+            flat.paste(im, mask=im.getchannel("A"))
+            im = flat
+        elif im.mode != "RGB":
+            im = im.convert("RGB")
+        out = io.BytesIO()
+        im.save(out, "JPEG", quality=80, optimize=True)
+        return out.getvalue()
+
+
 def store_image(result: images.IntakeResult, *, original_name: str, user: Any) -> SourceImage:
     """Keep one SourceImage per content; the same photo uploaded twice is stored once."""
     existing = SourceImage.objects.filter(sha256=result.sha256).first()
@@ -384,6 +419,9 @@ def store_image(result: images.IntakeResult, *, original_name: str, user: Any) -
         original_name=original_name[:255],
         uploaded_by=user if getattr(user, "is_authenticated", False) else None,
     )
+    image.thumbnail.save(
+        f"{result.sha256[:16]}.jpg", ContentFile(thumbnail_jpeg(result.data)), save=False
+    )
     image.file.save(
         f"{result.sha256[:16]}.{result.extension}", ContentFile(result.data), save=False
     )
@@ -393,5 +431,6 @@ def store_image(result: images.IntakeResult, *, original_name: str, user: Any) -
     except IntegrityError:
         # Someone stored the same content a moment ago: use theirs, drop our file.
         image.file.delete(save=False)
+        image.thumbnail.delete(save=False)
         return SourceImage.objects.get(sha256=result.sha256)
     return image

@@ -14,6 +14,8 @@ class SourceImage(models.Model):
     All prompt coordinates of the runs that use it are pixels of this file."""
 
     file = models.FileField(upload_to="images/%Y/%m/")
+    # A small JPEG for lists, so a page of history does not download whole photos.
+    thumbnail = models.FileField(upload_to="thumbs/%Y/%m/", blank=True)
     sha256 = models.CharField(max_length=64, unique=True)
     content_type = models.CharField(max_length=50)
     width = models.PositiveIntegerField()

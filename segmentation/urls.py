@@ -13,4 +13,5 @@ urlpatterns = [
     path("runs/<uuid:run_id>/status/", views.run_status, name="run_status"),
     path("runs/<uuid:run_id>/resubmit/", views.run_resubmit, name="run_resubmit"),
     path("images/<int:image_id>/", views.image_file, name="image_file"),
+    path("images/<int:image_id>/thumb/", views.image_thumbnail, name="image_thumbnail"),
 ]

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import UserCreationForm
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -54,6 +55,8 @@ def first_admin(request: HttpRequest) -> HttpResponse:
 def run_new(request: HttpRequest) -> HttpResponse:
     configured = bool(settings.RUNFLOW_API_KEY)
     form = RunForm(request.POST or None, request.FILES or None, user=request.user)
+    if request.method == "GET" and request.GET.get("from"):
+        form = _form_from_run(request, request.GET["from"]) or form
     if request.method == "POST":
         if not configured:
             form.is_valid()
@@ -76,6 +79,20 @@ def run_new(request: HttpRequest) -> HttpResponse:
         {"form": form, "configured": configured},
         status=status,
     )
+
+
+def _form_from_run(request: HttpRequest, run_id: str) -> RunForm | None:
+    """The form filled in as an earlier run was: same image, prompts and options."""
+    try:
+        run = Run.objects.select_related("image").filter(pk=run_id).first()
+    except ValidationError:  # not a UUID: ignore it, show an empty form
+        return None
+    if run is None:
+        return None
+    form = RunForm(initial={**run.input, "metadata": run.metadata}, user=request.user)
+    form.source_image = run.image
+    form.source_url = run.source_url
+    return form
 
 
 def _run_or_404(run_id: Any) -> Run:
@@ -128,11 +145,23 @@ def image_file(request: HttpRequest, image_id: int) -> FileResponse:
     """Serve a stored image to signed-in teammates. Only images we decoded ourselves are
     stored, and the content type is the one we determined, never the uploader's."""
     image = get_object_or_404(SourceImage, pk=image_id)
+    return _serve(image.file, image.content_type)
+
+
+@require_GET
+def image_thumbnail(request: HttpRequest, image_id: int) -> FileResponse:
+    image = get_object_or_404(SourceImage, pk=image_id)
+    if not image.thumbnail:
+        return _serve(image.file, image.content_type)
+    return _serve(image.thumbnail, "image/jpeg")
+
+
+def _serve(field: Any, content_type: str) -> FileResponse:
     try:
-        f = image.file.open("rb")
+        f = field.open("rb")
     except FileNotFoundError:
         raise Http404("The image file is missing.") from None
-    response = FileResponse(f, content_type=image.content_type)
+    response = FileResponse(f, content_type=content_type)
     response["Cache-Control"] = "private, max-age=86400, immutable"
     response["Content-Security-Policy"] = "default-src 'none'"
     return response

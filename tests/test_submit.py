@@ -235,3 +235,70 @@ def test_history_lists_runs_newest_first_in_pages(signed_in, standin) -> None:
     assert "thing 0" in second and "thing 1<" in second
     assert signed_in.get("/runs/?page=abc").status_code == 200
     assert signed_in.get("/runs/?page=999").status_code == 200
+
+
+def test_edit_as_a_new_run_prefills_image_prompts_and_options(signed_in, standin) -> None:
+    import re
+
+    run = submit(
+        signed_in,
+        prompt="whiskers",
+        point_prompts='[{"x": 10, "y": 20, "label": 0}]',
+        metadata='{"project": "demo"}',
+        output_format="webp",
+        include_boxes=None,
+    )
+    html = signed_in.get(f"/runs/new/?from={run.id}").content.decode()
+    assert 'value="whiskers"' in html
+    assert "&quot;label&quot;: 0" in html
+    assert "&quot;project&quot;: &quot;demo&quot;" in html
+    assert re.search(r'<option value="webp"[^>]*selected', html)
+    assert not re.search(r'name="include_boxes"[^>]*checked', html)
+    token = re.search(r'name="staged_image" value="([^"]+)"', html).group(1)
+
+    # Submitting it as it stands makes a second run on the same image.
+    data = {
+        "staged_image": token,
+        "prompt": "whiskers",
+        "point_prompts": '[{"x": 10, "y": 20, "label": 0}, {"x": 30, "y": 30, "label": 1}]',
+        "max_masks": "3",
+        "output_format": "webp",
+    }
+    response = signed_in.post("/runs/new/", data)
+    assert response.status_code == 302
+    second = Run.objects.exclude(pk=run.pk).get()
+    assert second.image_id == run.image_id
+    assert len(second.points) == 2
+
+
+def test_edit_from_an_unknown_run_shows_an_empty_form(signed_in) -> None:
+    assert signed_in.get("/runs/new/?from=nope").status_code == 200
+    assert signed_in.get("/runs/new/?from=00000000-0000-0000-0000-000000000000").status_code == 200
+
+
+def test_images_are_served_with_the_type_we_determined(signed_in, standin) -> None:
+    run = submit(signed_in, image=upload("rocket.webp"))
+    response = signed_in.get(f"/images/{run.image_id}/")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/webp"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert b"".join(response.streaming_content) == (IMAGES / "rocket.webp").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "name", ["large-4032x3024.jpg", "coffee-rgba.png", "coffee-palette.png", "camera-16bit.png"]
+)
+def test_history_shows_small_thumbnails(signed_in, standin, name) -> None:
+    import io
+
+    from PIL import Image
+
+    run = submit(signed_in, image=upload(name))
+    assert f'src="/images/{run.image_id}/thumb/"' in signed_in.get("/runs/").content.decode()
+    response = signed_in.get(f"/images/{run.image_id}/thumb/")
+    assert response["Content-Type"] == "image/jpeg"
+    data = b"".join(response.streaming_content)
+    assert len(data) < 30_000
+    with Image.open(io.BytesIO(data)) as thumb:
+        assert thumb.format == "JPEG"
+        assert max(thumb.size) <= 240 and max(thumb.size) >= 180

@@ -38,7 +38,7 @@ def worker_env(standin, **extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for(predicate, timeout: float = 20.0) -> None:
+def wait_for(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
