@@ -74,6 +74,7 @@ def main() -> None:
     client = Client()
     client.force_login(user)
     settings.ALLOWED_HOSTS = ["testserver"]
+    settings.RUNFLOW_API_KEY = "bench-key"  # the form refuses to store runs without one
 
     print(f"sam3web submit benchmark · {repeat} repeats · medians\n")
     print("Form POST → run stored and submit task enqueued (in-process, real view, SQLite):")

@@ -86,6 +86,8 @@ def submit_run(run_id: str) -> str:
                 error_message=exc.summary(),
                 error_details={"errors": exc.errors, "fields": exc.field_messages()},
                 lease_until=None,
+                request_body=run.request_body,
+                image_delivery=run.image_delivery,
             )
             return "not submitted"
 
@@ -96,7 +98,9 @@ def submit_run(run_id: str) -> str:
         status=status,
         provider_run_id=str(provider_run["id"])[:100],
         provider_status=str(provider_run.get("status_code", ""))[:40],
-        provider_response=provider_run,
+        provider_response=_without_inline_image(run, provider_run),
+        request_body=run.request_body,
+        image_delivery=run.image_delivery,
         submitted_at=timezone.now(),
         lease_until=None,
         error_http_status=None,
@@ -113,10 +117,8 @@ def _create(run: Run, client: runflow.RunflowClient) -> dict[str, Any]:
         client_ref=str(run.pk),
         metadata=run.metadata,
     )
+    # Saved with the outcome (success or refusal), in the same write.
     run.request_body = describe_body(run, body)
-    Run.objects.filter(pk=run.pk).update(
-        request_body=run.request_body, image_delivery=run.image_delivery, asset_url=run.asset_url
-    )
     try:
         return client.create_run(idempotency_key=str(run.pk), **body)
     except runflow.RunflowError as exc:
@@ -156,15 +158,18 @@ def resolve_image_url(run: Run, client: runflow.RunflowClient) -> str:
 def describe_body(run: Run, body: dict[str, Any]) -> dict[str, Any]:
     """The create body as sent, except that an inline image is named rather than copied
     (it is the stored image file, base64-encoded, byte for byte)."""
-    if run.image_delivery != "inline":
-        return body
+    return _without_inline_image(run, body)
+
+
+def _without_inline_image(run: Run, payload: dict[str, Any]) -> dict[str, Any]:
+    # Runflow echoes the input in its answers: keeping the data: URI would store up to
+    # 1.4 MB of base64 per run, twice, for bytes we already keep as the image file.
+    echoed = payload.get("input")
+    if not isinstance(echoed, dict) or not str(echoed.get("image_url", "")).startswith("data:"):
+        return payload
     image = run.image
-    shown = {
-        **body["input"],
-        "image_url": f"data:{image.content_type};base64,… ({image.byte_size} bytes, "
-        f"sha256 {image.sha256})",
-    }
-    return {**body, "input": shown}
+    named = f"data:{image.content_type};base64,… ({image.byte_size} bytes, sha256 {image.sha256})"
+    return {**payload, "input": {**echoed, "image_url": named}}
 
 
 def recover_runs() -> int:
