@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -106,6 +107,12 @@ class Run(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
+
+    @property
+    def status_version(self) -> str:
+        """Changes whenever the status fragment would show something different."""
+        parts = (self.status, self.submit_attempts, self.provider_status, self.error_message)
+        return hashlib.blake2s(repr(parts).encode(), digest_size=6).hexdigest()
 
     @property
     def can_resubmit(self) -> bool:

@@ -109,10 +109,12 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
 def run_status(request: HttpRequest, run_id: Any) -> HttpResponse:
     """The status fragment the run page polls; polling stops once nothing will change."""
     run = _run_or_404(run_id)
+    if request.GET.get("v") == run.status_version and not run.is_final:
+        # Nothing new: htmx leaves the page as it is (an opened <details> stays open).
+        return HttpResponse(status=204)
     response = render(request, "segmentation/run_detail.html#status", _run_context(run))
     if run.is_final:
-        stop = HttpResponseStopPolling(response.content)
-        return stop
+        return HttpResponseStopPolling(response.content)
     return response
 
 

@@ -99,6 +99,10 @@ def test_submit_a_run_and_watch_it_reach_runflow(page, worker, standin, live_ser
     assert len(standin.runs) == 1
     assert page.locator("svg circle.pt.pos").count() == 1
     assert page.locator("svg rect.box").count() == 1
+    # Reading the request body while the page keeps polling: it stays open.
+    page.get_by_text("Request body").click()
+    page.wait_for_timeout(2500)
+    assert page.locator("#run-status details").first.evaluate("d => d.open")
     shot(page, "02-run-queued")
 
     page.get_by_role("link", name="History").click()

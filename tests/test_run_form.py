@@ -322,3 +322,18 @@ def test_without_an_api_key_the_form_says_so(signed_in: Client, settings) -> Non
     assert response.status_code == 400
     assert "no Runflow API key is configured" in response.content.decode()
     assert Run.objects.count() == 0
+
+
+def test_an_oversized_form_gets_a_readable_400(signed_in: Client) -> None:
+    response = signed_in.post(URL, form_data(metadata="x" * (3 * 1024 * 1024)))
+    assert response.status_code == 400
+    assert "too large or malformed" in response.content.decode()
+    assert Run.objects.count() == 0
+
+
+def test_an_expired_form_explains_itself(user) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    response = client.post(URL, form_data())
+    assert response.status_code == 403
+    assert "This form has expired" in response.content.decode()

@@ -200,6 +200,12 @@ def test_the_status_fragment_polls_until_nothing_will_change(signed_in, standin,
     assert "Waiting to submit" in html
     assert "<html" not in html  # only the fragment
 
+    # Polling with the version already shown: nothing to swap.
+    unchanged = signed_in.get(
+        f"/runs/{run.id}/status/?v={run.status_version}", headers={"HX-Request": "true"}
+    )
+    assert unchanged.status_code == 204
+
     settings.RUNFLOW_API_KEY = "wrong-key"
     run_worker()
     fragment = signed_in.get(f"/runs/{run.id}/status/", headers={"HX-Request": "true"})
