@@ -50,6 +50,18 @@ def _whole_number(value: Any, what: str) -> int:
     return value
 
 
+def _parse_json(text: str) -> Any:
+    """JSON typed into a text box; empty means null."""
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise forms.ValidationError(
+            f"This is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})."
+        ) from None
+
+
 class JSONListField(forms.CharField):
     """A JSON array of objects with known keys; `to_python` parses, `validate` checks items."""
 
@@ -69,15 +81,7 @@ class JSONListField(forms.CharField):
         if isinstance(value, list):
             parsed: Any = value
         else:
-            text = super().to_python(value).strip()
-            if not text:
-                return []
-            try:
-                parsed = json.loads(text)
-            except ValueError as exc:
-                raise forms.ValidationError(
-                    f"This is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})."
-                ) from None
+            parsed = _parse_json(super().to_python(value))
         if parsed is None:
             return []
         if not isinstance(parsed, list):
@@ -162,15 +166,7 @@ class MetadataField(forms.CharField):
         if isinstance(value, dict):
             parsed: Any = value
         else:
-            text = super().to_python(value).strip()
-            if not text:
-                return None
-            try:
-                parsed = json.loads(text)
-            except ValueError as exc:
-                raise forms.ValidationError(
-                    f"This is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})."
-                ) from None
+            parsed = _parse_json(super().to_python(value))
         if parsed is None:
             return None
         if not isinstance(parsed, dict):

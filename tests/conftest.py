@@ -42,7 +42,9 @@ def standin(_standin_server: RunflowStandin, settings) -> Iterator[RunflowStandi
     _standin_server.reset()
     settings.RUNFLOW_BASE_URL = _standin_server.base_url
     yield _standin_server
+    errors = _standin_server.handler_errors
     _standin_server.reset()
+    assert errors == [], "the stand-in crashed on a request"
 
 
 @pytest.fixture

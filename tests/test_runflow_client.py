@@ -42,23 +42,6 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-@pytest.fixture(scope="module")
-def standin_server() -> Iterator[RunflowStandin]:
-    with RunflowStandin(api_keys=["test-key"], broke_keys=["broke-key"]) as server:
-        yield server
-
-
-@pytest.fixture
-def standin(standin_server: RunflowStandin) -> Iterator[RunflowStandin]:
-    """One real server per module (starting one per test costs more than the test), with its
-    state and knobs cleared around every test."""
-    standin_server.reset()
-    yield standin_server
-    errors = standin_server.handler_errors
-    standin_server.reset()
-    assert errors == []
-
-
 @pytest.fixture
 def sleeps() -> Sleeps:
     return Sleeps()

@@ -27,32 +27,15 @@ GOOD_INPUT = {"image_url": "https://images.example/cat.jpg", "prompt": "cat"}
 
 
 @pytest.fixture(scope="module")
-def standin_server() -> Iterator[RunflowStandin]:
-    with RunflowStandin(api_keys=["test-key"], broke_keys=["broke-key"]) as server:
-        yield server
-
-
-@pytest.fixture
-def standin(standin_server: RunflowStandin) -> Iterator[RunflowStandin]:
-    """One real server per module (starting one per test costs more than the test), with its
-    state and knobs cleared around every test."""
-    standin_server.reset()
-    yield standin_server
-    errors = standin_server.handler_errors
-    standin_server.reset()
-    assert errors == []
-
-
-@pytest.fixture(scope="module")
-def anon(standin_server: RunflowStandin) -> Iterator[httpx.Client]:
+def anon(_standin_server: RunflowStandin) -> Iterator[httpx.Client]:
     """A client without a key (asset URLs, auth tests). Shared: building one costs ~20 ms."""
-    with httpx.Client(base_url=standin_server.base_url) as client:
+    with httpx.Client(base_url=_standin_server.base_url) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def http(standin_server: RunflowStandin) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=standin_server.base_url, headers=AUTH) as client:
+def http(_standin_server: RunflowStandin) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=_standin_server.base_url, headers=AUTH) as client:
         yield client
 
 
