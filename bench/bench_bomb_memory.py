@@ -1,7 +1,6 @@
 """Peak memory while refusing a decompression bomb, against accepting a large photo.
 
-    cd /work/main
-    DJANGO_SETTINGS_MODULE=sam3web.settings .venv/bin/python bench/bench_bomb_memory.py [--runs 5]
+    .venv/bin/python bench/bench_bomb_memory.py [--runs 5]
 
 Each case runs in a fresh interpreter (a process's peak RSS only ever goes up, so cases must not
 share one), several times, and the medians are printed. Two measures:

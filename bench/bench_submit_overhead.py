@@ -1,7 +1,6 @@
 """What our Runflow client adds on top of one bare HTTP POST of the same create body.
 
-    cd /work/main && DJANGO_SETTINGS_MODULE=sam3web.settings \\
-        .venv/bin/python bench/bench_submit_overhead.py [--n 200]
+    .venv/bin/python bench/bench_submit_overhead.py [--n 200]
 
 Both sides talk to a Runflow stand-in on 127.0.0.1 and open a new connection for every call,
 because that is what the app does: each submit task builds a RunflowClient, makes its calls and
@@ -13,6 +12,7 @@ while our client loads it once per process.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import django
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sam3web.settings")
     django.setup()
 
     sam3_input = cat_input()
