@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 
 class SourceImage(models.Model):
@@ -109,9 +110,23 @@ class Run(models.Model):
         return self.status in self.FINAL_STATUSES
 
     @property
+    def waiting_too_long(self) -> bool:
+        """Pending for longer than a running worker ever takes to pick a run up."""
+        return (
+            self.status == self.Status.PENDING
+            and (timezone.now() - self.created_at).total_seconds() > 30
+        )
+
+    @property
     def status_version(self) -> str:
         """Changes whenever the status fragment would show something different."""
-        parts = (self.status, self.submit_attempts, self.provider_status, self.error_message)
+        parts = (
+            self.status,
+            self.submit_attempts,
+            self.provider_status,
+            self.error_message,
+            self.waiting_too_long,
+        )
         return hashlib.blake2s(repr(parts).encode(), digest_size=6).hexdigest()
 
     @property

@@ -79,17 +79,26 @@ def submit_run(run_id: str) -> str:
                 provider_run = _create(run, client)
         except runflow.RunflowError as exc:
             logger.warning("Run %s not submitted: %s", run.pk, exc.summary())
-            Run.objects.filter(pk=run.pk, status=Run.Status.SUBMITTING).update(
-                status=Run.Status.NOT_SUBMITTED,
-                error_http_status=exc.status_code,
-                error_code=exc.code[:100],
-                error_message=exc.summary(),
-                error_details={"errors": exc.errors, "fields": exc.field_messages()},
-                lease_until=None,
-                request_body=run.request_body,
-                image_delivery=run.image_delivery,
+            _not_submitted(
+                run,
+                http_status=exc.status_code,
+                code=exc.code,
+                message=exc.summary(),
+                details={"errors": exc.errors, "fields": exc.field_messages()},
             )
             return "not submitted"
+        except Exception as exc:
+            # A bug or a broken store, not Runflow: say so on the run (instead of leaving it
+            # "submitting" for the recovery to retry forever), and keep the traceback in the
+            # task result by raising.
+            _not_submitted(
+                run,
+                http_status=None,
+                code="INTERNAL_ERROR",
+                message=f"sam3web could not submit this run ({type(exc).__name__}: {exc}).",
+                details=None,
+            )
+            raise
 
     status = PROVIDER_STATUSES.get(
         str(provider_run.get("status_code", "")).lower(), Run.Status.QUEUED
@@ -109,6 +118,21 @@ def submit_run(run_id: str) -> str:
         error_details=None,
     )
     return "submitted"
+
+
+def _not_submitted(
+    run: Run, *, http_status: int | None, code: str, message: str, details: Any
+) -> None:
+    Run.objects.filter(pk=run.pk, status=Run.Status.SUBMITTING).update(
+        status=Run.Status.NOT_SUBMITTED,
+        error_http_status=http_status,
+        error_code=code[:100],
+        error_message=message,
+        error_details=details,
+        lease_until=None,
+        request_body=run.request_body,
+        image_delivery=run.image_delivery,
+    )
 
 
 def _create(run: Run, client: runflow.RunflowClient) -> dict[str, Any]:

@@ -308,3 +308,26 @@ def test_history_shows_small_thumbnails(signed_in, standin, name) -> None:
     with Image.open(io.BytesIO(data)) as thumb:
         assert thumb.format == "JPEG"
         assert max(thumb.size) <= 240 and max(thumb.size) >= 180
+
+
+def test_a_run_nobody_picks_up_says_the_worker_may_be_down(signed_in, standin) -> None:
+    import datetime as dt
+
+    run = submit(signed_in)
+    assert "Is it running?" not in signed_in.get(f"/runs/{run.id}/").content.decode()
+    Run.objects.filter(pk=run.pk).update(created_at=run.created_at - dt.timedelta(minutes=2))
+    assert "Is it running?" in signed_in.get(f"/runs/{run.id}/status/").content.decode()
+
+
+def test_a_broken_store_ends_the_run_with_a_reason_not_a_loop(signed_in, standin) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    run = submit(signed_in)
+    run.image.file.delete(save=False)  # the stored image is gone
+    run_worker()
+    run.refresh_from_db()
+    assert run.status == Run.Status.NOT_SUBMITTED
+    assert "FileNotFoundError" in run.error_message
+    assert standin.create_calls() == []
+    assert DBTaskResult.objects.get().status == "FAILED"  # the traceback is kept there
+    assert "Submit again" in signed_in.get(f"/runs/{run.id}/").content.decode()
