@@ -244,6 +244,20 @@ RUNFLOW_INLINE_MAX_BYTES = envint("RUNFLOW_INLINE_MAX_BYTES", 1024 * 1024)
 # (longer than the client's worst case: every attempt timing out, with backoff between).
 SAM3WEB_SUBMIT_LEASE = envint("SAM3WEB_SUBMIT_LEASE", 600, minimum=1)
 
+# --- Results ----------------------------------------------------------------------------------
+# Callbacks larger than this are refused (413); polling then fetches the result instead.
+SAM3WEB_CALLBACK_MAX_BYTES = envint("SAM3WEB_CALLBACK_MAX_BYTES", 8 * 1024 * 1024, minimum=1024)
+# Polling Runflow: the first poll after this many seconds, then backing off up to the maximum.
+SAM3WEB_POLL_FIRST = envfloat("SAM3WEB_POLL_FIRST", 2.0, minimum=0.1)
+SAM3WEB_POLL_MAX_INTERVAL = envfloat("SAM3WEB_POLL_MAX_INTERVAL", 30.0, minimum=0.1)
+# With callbacks expected, the safety-net poll waits this long for the callback first.
+SAM3WEB_CALLBACK_GRACE = envfloat("SAM3WEB_CALLBACK_GRACE", 30.0, minimum=0.0)
+# A run with no result after this many seconds is marked stale (a person can check again).
+SAM3WEB_POLL_DEADLINE = envint("SAM3WEB_POLL_DEADLINE", 30 * 60, minimum=1)
+# Downloading Runflow's masks and previews into our storage.
+SAM3WEB_ARTIFACT_TIMEOUT = envfloat("SAM3WEB_ARTIFACT_TIMEOUT", 30.0, minimum=0.1)
+SAM3WEB_ARTIFACT_MAX_BYTES = envint("SAM3WEB_ARTIFACT_MAX_BYTES", 50 * 1024 * 1024, minimum=1)
+
 # --- Image intake -----------------------------------------------------------------------------
 SAM3WEB_MAX_IMAGE_BYTES = envint("SAM3WEB_MAX_IMAGE_BYTES", 50 * 1024 * 1024, minimum=1)
 # Refused before decoding: 50 megapixels is a 8660x5773 photo, and ~150 MB once decoded.

@@ -47,12 +47,21 @@ class Run(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELED = "canceled", "Canceled"
+        STALE = "stale", "No result yet"
 
-    # Runflow will not change these again; NOT_SUBMITTED only changes when a person resubmits.
-    FINAL_STATUSES = frozenset(
-        {Status.NOT_SUBMITTED, Status.SUCCEEDED, Status.FAILED, Status.CANCELED}
-    )
+    class Artifacts(models.TextChoices):
+        NONE = "", "None"
+        PENDING = "pending", "Waiting to copy"
+        COPYING = "copying", "Copying"
+        DONE = "done", "Copied"
+        PARTIAL = "partial", "Partly copied"
+
+    # Runflow's terminal states: never left once reached.
+    TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
+    # Nothing will change without someone acting (resubmit, check again), so pages stop polling.
+    FINAL_STATUSES = TERMINAL_STATUSES | {Status.NOT_SUBMITTED, Status.STALE}
     LOCAL_STATUSES = frozenset({Status.PENDING, Status.SUBMITTING})
+    AT_RUNFLOW = frozenset({Status.QUEUED, Status.DISPATCHING, Status.RUNNING})
 
     # A UUID, not a counter: it is also the Idempotency-Key and client_ref at Runflow, which
     # must never collide with another install's (or a reset database's) runs.
@@ -83,6 +92,35 @@ class Run(models.Model):
     error_message = models.TextField(blank=True)
     error_details = models.JSONField(null=True, blank=True)
 
+    # Runflow's result, whoever brought it (callback or poll); `output` is kept verbatim.
+    output = models.JSONField(null=True, blank=True)
+    duration_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    provider_created_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    failure_code = models.CharField(max_length=100, blank=True)
+    failure_stage = models.CharField(max_length=100, blank=True)
+    failure_message = models.TextField(blank=True)
+    result_source = models.CharField(max_length=20, blank=True)  # callback / poll
+    result_applied_at = models.DateTimeField(null=True, blank=True)
+
+    # Polling Runflow: when no callback can reach us, or as a safety net.
+    poll_task_id = models.CharField(max_length=64, blank=True)
+    poll_attempts = models.PositiveIntegerField(default=0)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    poll_deadline_at = models.DateTimeField(null=True, blank=True)
+
+    # Our own copies of what Runflow made (its URLs expire).
+    artifacts = models.CharField(
+        max_length=10, choices=Artifacts.choices, default=Artifacts.NONE, blank=True
+    )
+    artifacts_task_id = models.CharField(max_length=64, blank=True)
+    preview = models.FileField(upload_to="previews/%Y/%m/", blank=True)
+    overlay = models.FileField(upload_to="overlays/%Y/%m/", blank=True)
+    thumbnail = models.FileField(upload_to="thumbs/%Y/%m/", blank=True)
+    artifact_notes = models.JSONField(default=list, blank=True)
+
     task_id = models.CharField(max_length=64, blank=True)
     submit_attempts = models.PositiveIntegerField(default=0)
     # While a worker holds the run in SUBMITTING; past it, another worker may take over.
@@ -110,6 +148,14 @@ class Run(models.Model):
         return self.status in self.FINAL_STATUSES
 
     @property
+    def settled(self) -> bool:
+        """Nothing on the run page will change by itself: the page can stop polling."""
+        return self.is_final and self.artifacts not in (
+            self.Artifacts.PENDING,
+            self.Artifacts.COPYING,
+        )
+
+    @property
     def waiting_too_long(self) -> bool:
         """Pending for longer than a running worker ever takes to pick a run up."""
         return (
@@ -126,6 +172,8 @@ class Run(models.Model):
             self.provider_status,
             self.error_message,
             self.waiting_too_long,
+            self.artifacts,
+            self.artifact_notes,
         )
         return hashlib.blake2s(repr(parts).encode(), digest_size=6).hexdigest()
 
@@ -150,3 +198,83 @@ class Run(models.Model):
         if self.submitted_at and self.created_at:
             return (self.submitted_at - self.created_at).total_seconds()
         return None
+
+
+class Mask(models.Model):
+    """One instance SAM 3 found: our copy of its mask, at the size of the image the person
+    sees, with its score and pixel box. A mask that could not be copied keeps its row, with
+    the reason, so nothing is silently dropped."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="masks")
+    index = models.PositiveSmallIntegerField()  # position in Runflow's output
+    file = models.FileField(upload_to="masks/%Y/%m/", blank=True)
+    score = models.FloatField(null=True, blank=True)
+    # Pixel box [x_min, y_min, x_max, y_max) in the image as the person sees it.
+    x_min = models.IntegerField(null=True, blank=True)
+    y_min = models.IntegerField(null=True, blank=True)
+    x_max = models.IntegerField(null=True, blank=True)
+    y_max = models.IntegerField(null=True, blank=True)
+    area = models.PositiveIntegerField(null=True, blank=True)
+    source_url = models.TextField(blank=True)  # Runflow's link (http only; expires)
+    error = models.TextField(blank=True)
+    copied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="mask_run_index_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"Mask {self.index} of {self.run_id}"
+
+    @property
+    def number(self) -> int:
+        return self.index + 1
+
+    @property
+    def box(self) -> tuple[int, int, int, int] | None:
+        if self.x_min is None or self.y_min is None or self.x_max is None or self.y_max is None:
+            return None
+        return (self.x_min, self.y_min, self.x_max, self.y_max)
+
+
+class CallbackDelivery(models.Model):
+    """Every callback POST that reached us, kept as it came, with what we made of it."""
+
+    class Signature(models.TextChoices):
+        VALID = "valid", "Valid signature"
+        INVALID = "invalid", "Wrong signature"
+        MISSING = "missing", "No signature"
+        NOT_CHECKED = "not_checked", "No secret configured"
+
+    class Outcome(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        PROGRESS = "progress", "Progress noted"
+        DUPLICATE = "duplicate", "Duplicate, ignored"
+        LATE = "late", "After a final result, ignored"
+        REJECTED = "rejected", "Rejected"
+
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    received_at = models.DateTimeField(auto_now_add=True)
+    request_id = models.CharField(max_length=200, blank=True)
+    signature = models.CharField(max_length=20, choices=Signature.choices)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    http_status = models.PositiveSmallIntegerField()
+    reason = models.TextField(blank=True)
+    event = models.CharField(max_length=100, blank=True)
+    provider_status = models.CharField(max_length=40, blank=True)
+    # The raw body as received (decoded as UTF-8 with replacement), cut at a bound.
+    body = models.TextField(blank=True)
+    body_bytes = models.PositiveIntegerField(default=0)
+    body_truncated = models.BooleanField(default=False)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["run", "-received_at"], name="delivery_run_idx")]
+
+    def __str__(self) -> str:
+        return f"Callback {self.request_id or self.pk} ({self.outcome})"

@@ -12,6 +12,17 @@ urlpatterns = [
     path("runs/<uuid:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<uuid:run_id>/status/", views.run_status, name="run_status"),
     path("runs/<uuid:run_id>/resubmit/", views.run_resubmit, name="run_resubmit"),
+    path("runs/<uuid:run_id>/check-again/", views.run_check_again, name="run_check_again"),
+    path("runs/<uuid:run_id>/retry-copy/", views.run_retry_copy, name="run_retry_copy"),
+    path("runs/<uuid:run_id>/overlay.png", views.run_file, {"kind": "overlay"}, name="run_overlay"),
+    path("runs/<uuid:run_id>/thumb.jpg", views.run_file, {"kind": "thumb"}, name="run_thumb"),
+    path("runs/<uuid:run_id>/preview/", views.run_file, {"kind": "preview"}, name="run_preview"),
+    path("runs/<uuid:run_id>/masks/<int:number>.png", views.mask_file, name="mask_file"),
+    path(
+        "callbacks/runflow/<uuid:run_id>/<str:token>/",
+        views.runflow_callback,
+        name="runflow_callback",
+    ),
     path("images/<int:image_id>/", views.image_file, name="image_file"),
     path("images/<int:image_id>/thumb/", views.image_thumbnail, name="image_thumbnail"),
 ]

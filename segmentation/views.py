@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -10,18 +12,23 @@ from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import UserCreationForm
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.db import DatabaseError, transaction
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from . import callbacks
 from .forms import RunForm
-from .models import Run, SourceImage
-from .tasks import enqueue_submit
+from .models import CallbackDelivery, Mask, Run, SourceImage
+from .results import BadResult, apply_result, parse_callback
+from .tasks import check_again, enqueue_submit, retry_artifacts
 
 RUNS_PER_PAGE = 25
+DELIVERY_BODY_KEPT = 256 * 1024
+logger = logging.getLogger(__name__)
 
 
 @require_GET
@@ -107,13 +114,14 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 @require_GET
 def run_status(request: HttpRequest, run_id: Any) -> HttpResponse:
-    """The status fragment the run page polls; polling stops once nothing will change."""
+    """The live part of the run page, polled until nothing on it will change by itself."""
     run = _run_or_404(run_id)
-    if request.GET.get("v") == run.status_version and not run.is_final:
+    context = _run_context(run)
+    if request.GET.get("v") == context["version"] and not run.settled:
         # Nothing new: htmx leaves the page as it is (an opened <details> stays open).
         return HttpResponse(status=204)
-    response = render(request, "segmentation/run_detail.html#status", _run_context(run))
-    if run.is_final:
+    response = render(request, "segmentation/run_detail.html#live", context)
+    if run.settled:
         return HttpResponseStopPolling(response.content)
     return response
 
@@ -133,6 +141,100 @@ def run_resubmit(request: HttpRequest, run_id: Any) -> HttpResponse:
     else:
         messages.info(request, "This run is not waiting to be submitted again.")
     return redirect(run)
+
+
+@require_POST
+def run_check_again(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run = _run_or_404(run_id)
+    with transaction.atomic():
+        asked = check_again(run)
+    if asked:
+        messages.success(request, "Asking Runflow about this run again.")
+    else:
+        messages.info(request, "This run is not waiting for a result.")
+    return redirect(run)
+
+
+@require_POST
+def run_retry_copy(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run = _run_or_404(run_id)
+    with transaction.atomic():
+        retried = retry_artifacts(run)
+    if retried:
+        messages.success(request, "Copying the missing masks again.")
+    else:
+        messages.info(request, "Nothing is missing from this run.")
+    return redirect(run)
+
+
+@csrf_exempt  # Runflow cannot send our CSRF token; the token in the URL and the HMAC guard it
+@login_not_required
+@require_POST
+def runflow_callback(request: HttpRequest, run_id: Any, token: str) -> JsonResponse:
+    """Runflow reports a finished run. Answer fast (downloads happen later, in the worker),
+    200 for anything valid (also a duplicate or a late one, so Runflow stops retrying), and a
+    4xx with the reason otherwise. Every delivery is recorded, whatever its fate."""
+    try:
+        return _receive_callback(request, run_id, token)
+    except DatabaseError:
+        # Busy database: a 5xx makes Runflow retry, and polling is the safety net besides.
+        logger.exception("Callback for run %s could not be stored", run_id)
+        response = JsonResponse({"ok": False, "reason": "busy, retry"}, status=503)
+        response["Retry-After"] = "2"
+        return response
+
+
+def _receive_callback(request: HttpRequest, run_id: Any, token: str) -> JsonResponse:
+    run = Run.objects.filter(pk=run_id).only("pk", "provider_run_id").first()
+    limit = settings.SAM3WEB_CALLBACK_MAX_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    body = b"" if declared > limit else request.read(limit + 1)
+    delivery = CallbackDelivery(
+        run=run,
+        request_id=request.headers.get("Runflow-Request-Id", "")[:200],
+        signature=CallbackDelivery.Signature.NOT_CHECKED,
+        body=body[:DELIVERY_BODY_KEPT].decode("utf-8", "replace"),
+        body_bytes=max(declared, len(body)),
+        body_truncated=len(body) > DELIVERY_BODY_KEPT or declared > limit,
+        remote_addr=request.META.get("REMOTE_ADDR") or None,
+    )
+
+    def answer(status: int, outcome: str, reason: str = "") -> JsonResponse:
+        delivery.http_status, delivery.outcome, delivery.reason = status, outcome, reason
+        delivery.save()
+        return JsonResponse(
+            {"ok": status == 200, "outcome": outcome, "reason": reason}, status=status
+        )
+
+    if run is None or not callbacks.token_is_valid(run_id, token):
+        # A forged token for a real run is kept in that run's log, for people to see.
+        return answer(404, "rejected", "no such run, or the link's token is wrong")
+    if len(body) > limit or declared > limit:
+        return answer(413, "rejected", f"the body is larger than {limit} bytes")
+    delivery.signature = callbacks.signature_verdict(body, request.headers.get("Runflow-Signature"))
+    if delivery.signature in ("missing", "invalid"):
+        return answer(401, "rejected", f"signature {delivery.signature}")
+    try:
+        payload = json.loads(body, parse_constant=_refuse_constant)
+    except ValueError:  # also UnicodeDecodeError, and NaN/Infinity, which JSON does not have
+        return answer(400, "rejected", "the body is not JSON")
+    try:
+        result = parse_callback(payload)
+    except BadResult as exc:
+        return answer(400, "rejected", str(exc))
+    delivery.event, delivery.provider_status = result.event, result.raw_status
+    if run.provider_run_id and result.run_id != run.provider_run_id:
+        return answer(400, "rejected", "run_id does not match this run")
+    with transaction.atomic():
+        outcome = apply_result(run.pk, result, source="callback")
+        return answer(200, outcome)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 @require_GET
@@ -156,6 +258,28 @@ def image_thumbnail(request: HttpRequest, image_id: int) -> FileResponse:
     if not image.thumbnail:
         return _serve(image.file, image.content_type)
     return _serve(image.thumbnail, "image/jpeg")
+
+
+@require_GET
+def run_file(request: HttpRequest, run_id: Any, kind: str) -> FileResponse:
+    """Our copies of what Runflow made: the overlay, the thumbnail, the preview."""
+    run = _run_or_404(run_id)
+    field = {"overlay": run.overlay, "thumb": run.thumbnail, "preview": run.preview}[kind]
+    if not field:
+        raise Http404("This run has no such file (yet).")
+    content_type = {"overlay": "image/png", "thumb": "image/jpeg"}.get(kind)
+    if content_type is None:
+        suffix = field.name.rsplit(".", 1)[-1]
+        content_type = {"jpg": "image/jpeg", "webp": "image/webp"}.get(suffix, "image/png")
+    return _serve(field, content_type)
+
+
+@require_GET
+def mask_file(request: HttpRequest, run_id: Any, number: int) -> FileResponse:
+    mask = get_object_or_404(Mask, run_id=run_id, index=number - 1)
+    if not mask.file:
+        raise Http404("This mask could not be copied.")
+    return _serve(mask.file, "image/png")
 
 
 def _serve(field: Any, content_type: str) -> FileResponse:
@@ -184,25 +308,58 @@ def _run_context(run: Run) -> dict[str, Any]:
             "output_format",
         )
     ]
+    font_size = max(10, round(scale / 40))
+    masks = list(run.masks.all())
+    deliveries = list(run.deliveries.all()[:50])
+    version = hashlib.blake2s(
+        f"{run.status_version}:{len(deliveries)}:{len(masks)}".encode(), digest_size=6
+    ).hexdigest()
     return {
         "run": run,
         "image": image,
         "options": options,
+        "masks": masks,
+        "masks_missing": sum(1 for m in masks if not m.file),
+        "instances": [_instance(m, font_size) for m in masks],
+        "deliveries": deliveries,
+        "version": version,
         "box_shapes": [
             {**b, "w": b["x_max"] - b["x_min"], "h": b["y_max"] - b["y_min"]} for b in run.boxes
         ],
         "marker_r": max(3, round(scale / 90)),
         "stroke": max(1, round(scale / 300)),
-        "font_size": max(10, round(scale / 40)),
-        "request_body_json": (
-            json.dumps(run.request_body, indent=2, ensure_ascii=False) if run.request_body else ""
-        ),
-        "provider_response_json": (
-            json.dumps(run.provider_response, indent=2, ensure_ascii=False)
-            if run.provider_response
-            else ""
-        ),
-        "metadata_json": (
-            json.dumps(run.metadata, indent=2, ensure_ascii=False) if run.metadata else ""
-        ),
+        "font_size": font_size,
+        "image_area": image.width * image.height,
+        "request_body_json": _pretty(run.request_body),
+        "provider_response_json": _pretty(run.provider_response),
+        "output_json": _pretty(run.output),
+        "metadata_json": _pretty(run.metadata),
     }
+
+
+def _instance(mask: Mask, font_size: int) -> dict[str, Any]:
+    from .artifacts import PALETTE
+
+    x0, y0, x1, y1 = mask.box or (0, 0, 0, 0)
+    r, g, b = PALETTE[mask.index % len(PALETTE)]
+    label = f"#{mask.number}" + (f" {mask.score:.2f}" if mask.score is not None else "")
+    tag_h = round(font_size * 1.35)
+    return {
+        "mask": mask,
+        "x": x0,
+        "y": y0,
+        "w": x1 - x0,
+        "h": y1 - y0,
+        "colour": f"rgb({r}, {g}, {b})",
+        # A filled tag above the box (inside it when the box touches the top edge).
+        "label": label,
+        "tag_h": tag_h,
+        "tag_w": round(len(label) * font_size * 0.62 + font_size * 0.5),
+        "tag_y": y0 - tag_h if y0 >= tag_h else y0,
+        "tag_pad": round(font_size * 0.25),
+        "tag_baseline": round(font_size * 1.05),
+    }
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) if value else ""

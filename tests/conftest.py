@@ -6,9 +6,14 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.core.servers.basehttp import ThreadedWSGIServer
 from django.test import Client
 
 from tests.runflow_standin import RunflowStandin
+
+# The live test server listens with socketserver's backlog of 5: a burst of simultaneous
+# callbacks (as Runflow may send) would be reset by the kernel before reaching the app.
+ThreadedWSGIServer.request_queue_size = 128
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT.parent / "shared" / "images"

@@ -2,13 +2,21 @@
 /work/shared/runflow-api.md, for the tests (over real sockets) and for trying the app by hand.
 
     python -m tests.runflow_standin --port 8765 --key demo-key [--broke-key KEY]
+        [--complete-after SECONDS] [--outcome failed] [--output-shape top_level]
+        [--callback-secret whsec_...]
 
 It is strict where the contract is clear (auth, the SAM 3 input schema, idempotency keys, the
 asset flow) so mistakes in the app show up here rather than against the real service, and it has
-knobs to misbehave on purpose (rate limits, outages, slow answers, scripted answers).
+knobs to misbehave on purpose (rate limits, outages, slow answers, scripted answers, broken or
+expired result files, callback receivers that fail).
+
+Runs finish like Runflow's when asked to (`complete_after`, `finish`): queued → running → a
+terminal state, with a SAM 3 output whose masks are drawn from the prompts (so tests can check
+geometry), mask files served lazily from memory, and a signed, retried callback.
 
 Layout: `RunflowStandin` holds all state behind one lock and answers requests in plain Python
-(`dispatch` → one method per route → a `Reply`); `_Handler` only speaks HTTP.
+(`dispatch` → one method per route → a `Reply`); `_Handler` only speaks HTTP. Timers and
+callback deliveries run on their own daemon threads, never on a request's thread.
 """
 
 from __future__ import annotations
@@ -19,22 +27,28 @@ import binascii
 import contextlib
 import copy
 import hashlib
+import hmac
+import http.client
+import io
 import json
 import re
 import secrets
+import signal
 import socket
 import sys
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from PIL import Image, ImageDraw
 
 SAM3_MODEL_ID = "meta/sam-3/image"
 MAX_ASSET_BYTES = 52_428_800
@@ -61,6 +75,53 @@ _BODY_FIELDS = frozenset({"input", "callback_url", "metadata", "client_ref"})
 _OUTPUT_FORMATS = ("jpeg", "png", "webp")
 _DATA_URI = re.compile(r"data:(image/[A-Za-z0-9.+-]+);base64,(.*)", re.DOTALL)
 
+# --- how runs end -----------------------------------------------------------------------------
+
+# Terminal states a run can be sent to; "cancelled" is accepted and stored as the run object's
+# "canceled" (the API's own spelling there), while callbacks say "cancelled".
+OUTCOMES = ("succeeded", "partial_succeeded", "failed", "canceled")
+OUTPUT_SHAPES = ("model_data", "top_level", "outputs_only")
+FILE_FAULTS = ("404", "500", "500-once", "html", "hang", "slow")
+_SUCCESSES = frozenset({"succeeded", "partial_succeeded"})
+_CALLBACK_EVENTS = {
+    "succeeded": ("run.completed", "succeeded"),
+    "partial_succeeded": ("run.partial_succeeded", "partial_succeeded"),
+    "failed": ("run.failed", "failed"),
+    "canceled": ("run.cancelled", "cancelled"),
+}
+MODEL_FAILURE = {
+    "failure_code": "MODEL_ERROR",
+    "failure_message": "The model could not process this image",
+    "failure_stage_code": "inference",
+}
+# An input image the stand-in cannot decode fails the run the way a real model would.
+INPUT_FAILURE = {
+    "failure_code": "INVALID_INPUT",
+    "failure_message": "The input image could not be decoded",
+    "failure_stage_code": "preprocessing",
+}
+PRICE_PER_IMAGE = "0.005"
+CALLBACK_USER_AGENT = "Runflow-Callbacks/1.0"
+# The delivery gives up reading a receiver's answer past this; the status line is what counts.
+_MAX_CALLBACK_ANSWER_BYTES = 1 << 20
+_PREVIEW_FORMATS = {
+    "png": ("PNG", "png", "image/png"),
+    "jpeg": ("JPEG", "jpg", "image/jpeg"),
+    "webp": ("WEBP", "webp", "image/webp"),
+}
+# Distinct, saturated colours for painting instances over the preview.
+_PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+)
+_MASK_NAME = re.compile(r"mask-(?P<index>0|[1-9][0-9]*)\.png")
+
 
 @dataclass(frozen=True)
 class RecordedRequest:
@@ -84,6 +145,28 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
     close: bool = False  # close the connection afterwards (the body was not read)
+    # Sends the body itself once the headers are out (to stall or trickle it); returns False
+    # when it gave up, and the connection is then closed short of Content-Length.
+    writer: Callable[[BinaryIO, bytes], bool] | None = None
+
+
+@dataclass(frozen=True)
+class CallbackAttempt:
+    """One POST of a callback to a run's callback_url, as the stand-in sent it."""
+
+    run_id: str
+    url: str
+    body: bytes  # the exact bytes sent (and signed)
+    headers: dict[str, str]  # as sent, original capitalisation
+    status: int | None  # the receiver's HTTP status, None when it could not be reached
+    error: str | None  # why there is no status: refused, reset, timed out...
+    time: float  # time.monotonic() when the attempt started
+    attempt: int  # 1, 2, 3 within one delivery
+    delivery: int  # 1 for the original delivery, 2... for each redelivery
+
+    @property
+    def request_id(self) -> str:
+        return self.headers["Runflow-Request-Id"]
 
 
 def error_reply(
@@ -213,6 +296,162 @@ def _check_boxes(errors: _Errors, loc: list[Any], boxes: Any) -> None:
         _check_object_id(errors, where, box)
 
 
+# --- SAM 3, deterministically -----------------------------------------------------------------
+
+# An axis-aligned box in input-image pixels, continuous: (x0, y0, x1, y1) covers [x0, x1) ×
+# [y0, y1), so pixel (i, j) is inside when its area is. Shapes are ellipses inscribed in them.
+_Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """One object SAM 3 "found": the union of `add` ellipses minus the `carve` ones."""
+
+    add: tuple[_Box, ...]
+    carve: tuple[_Box, ...]
+
+    def render(
+        self, image_size: tuple[int, int], size: tuple[int, int], fill: int = 255
+    ) -> Image.Image:
+        """An 8-bit mask at `size`, the shapes scaled from `image_size` to it."""
+        mask = Image.new("L", size, 0)
+        draw = ImageDraw.Draw(mask)
+        sx, sy = size[0] / image_size[0], size[1] / image_size[1]
+        for shapes, value in ((self.add, fill), (self.carve, 0)):
+            for x0, y0, x1, y1 in shapes:
+                # Pillow's ellipse includes its right and bottom edges: pixel indices, not the
+                # continuous edges, hence the - 1 (kept ≥ the start so a sliver stays legal).
+                left, top = x0 * sx, y0 * sy
+                right, bottom = max(left, x1 * sx - 1), max(top, y1 * sy - 1)
+                draw.ellipse((left, top, right, bottom), fill=value)
+        return mask
+
+
+def _point_radius(image_size: tuple[int, int]) -> int:
+    return max(3, round(0.06 * min(image_size)))
+
+
+def _text_shape(prompt: str, index: int, image_size: tuple[int, int]) -> _Box:
+    """An ellipse about a fifth of the image across, somewhere fixed by the prompt's hash."""
+    w, h = image_size
+    digest = hashlib.sha256(f"{prompt}\x00{index}".encode()).digest()
+    fw = 0.16 + 0.08 * digest[0] / 255
+    fh = 0.16 + 0.08 * digest[1] / 255
+    ew, eh = fw * w, fh * h
+    x0 = int.from_bytes(digest[2:4]) / 65535 * (w - ew)
+    y0 = int.from_bytes(digest[4:6]) / 65535 * (h - eh)
+    return (x0, y0, x0 + ew, y0 + eh)
+
+
+def _plan_instances(data: Mapping[str, Any], image_size: tuple[int, int]) -> list[_Instance]:
+    """What SAM 3 would return for this input, as shapes: boxes sharing an object_id are one
+    object, positive points join the box (or point) object with their id or stand alone,
+    negative points carve every object, and with no positive prompt the text decides."""
+    radius = _point_radius(image_size)
+
+    def disc(point: Mapping[str, Any]) -> _Box:
+        # Around the centre of the pixel the point names.
+        cx, cy = point["x"] + 0.5, point["y"] + 0.5
+        return (cx - radius, cy - radius, cx + radius, cy + radius)
+
+    groups: list[list[_Box]] = []
+    by_id: dict[int, int] = {}  # object_id → index in groups; boxes claim ids first
+
+    def add(object_id: int | None, shape: _Box) -> None:
+        if object_id is not None and object_id in by_id:
+            groups[by_id[object_id]].append(shape)
+            return
+        if object_id is not None:
+            by_id[object_id] = len(groups)
+        groups.append([shape])
+
+    for box in data.get("box_prompts") or []:
+        add(box.get("object_id"), (box["x_min"], box["y_min"], box["x_max"], box["y_max"]))
+    carve: list[_Box] = []
+    for point in data.get("point_prompts") or []:
+        if point["label"] == 0:
+            carve.append(disc(point))
+        else:
+            add(point.get("object_id"), disc(point))
+    multiple = bool(data.get("return_multiple_masks", False))
+    keep = data.get("max_masks", 3) if multiple else 1
+    if not groups:
+        # Text alone (or only negative points, which then carve what the text found).
+        prompt = _prompt_of(data)
+        groups = [[_text_shape(prompt, index, image_size)] for index in range(keep)]
+    return [_Instance(tuple(shapes), tuple(carve)) for shapes in groups[:keep]]
+
+
+def _prompt_of(data: Mapping[str, Any]) -> str:
+    # "wheel" is the documented default when no prompt is sent at all.
+    return data.get("prompt", data.get("text_prompt", "wheel"))
+
+
+def _score(index: int) -> float:
+    # 0.95, 0.91, 0.87...; floored so a 32nd mask still has a plausible positive score.
+    return round(max(0.01, 0.95 - 0.04 * index), 2)
+
+
+def _normalized_box(mask: Image.Image) -> list[float]:
+    """The mask's pixel bounding box as SAM 3 reports it: [cx, cy, w, h], each 0–1."""
+    bbox = mask.getbbox()
+    if bbox is None:
+        return [0.0, 0.0, 0.0, 0.0]
+    left, top, right, bottom = bbox
+    w, h = mask.size
+    return [
+        round((left + right) / 2 / w, 6),
+        round((top + bottom) / 2 / h, 6),
+        round((right - left) / w, 6),
+        round((bottom - top) / h, 6),
+    ]
+
+
+def _encode(image: Image.Image, pil_format: str, *, fast: bool = False) -> bytes:
+    # Fixed settings, so encoding the same pixels twice gives the same bytes (file_size holds).
+    # `fast` for photos (previews), where zlib's default level costs seconds at 12 MP.
+    buffer = io.BytesIO()
+    if pil_format == "PNG":
+        image.save(buffer, "PNG", compress_level=1 if fast else 6)
+    else:
+        image.save(buffer, pil_format, quality=85)
+    return buffer.getvalue()
+
+
+def _data_uri(content_type: str, payload: bytes) -> str:
+    return f"data:{content_type};base64,{base64.b64encode(payload).decode()}"
+
+
+@dataclass
+class _Result:
+    """What a succeeded run produced, kept as a recipe: files are drawn again on each GET, so
+    32 masks of a large image cost nothing until someone downloads them."""
+
+    image_url: str
+    image_size: tuple[int, int]
+    mask_size: tuple[int, int]
+    instances: list[_Instance]
+    preview: tuple[str, str, str] | None  # (Pillow format, extension, content type)
+    sync_mode: bool
+    expired: bool = False
+    failed_once: set[str] = field(default_factory=set)  # files whose "500-once" has fired
+
+    def mask_png(self, index: int) -> bytes:
+        return _encode(self.instances[index].render(self.image_size, self.mask_size), "PNG")
+
+
+def _xml_error(status: int, code: str, message: str) -> Reply:
+    # Result files live in a bucket behind presigned URLs: errors look like the bucket's.
+    body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    return Reply(status, body, content_type="application/xml")
+
+
+_HTML_PAGE = (
+    "<!doctype html><html><head><title>Sign in</title></head>"
+    "<body><h1>Please sign in</h1><form method=post><input name=user></form></body></html>"
+)
+
+
 # --- the stand-in -----------------------------------------------------------------------------
 
 
@@ -229,6 +468,27 @@ class RunflowStandin:
       create_delay      hold each new run's 201 this long after recording it: a slow answer, or
                         past the client's timeout a lost one (the run exists; replays are not held)
       upload_fail_next  answer the next N asset PUTs with 503 (an XML body, like a bucket)
+
+    How runs end (read when a run completes, except complete_after, read when it is created):
+      complete_after    seconds after creation when a new run finishes by itself: `running` at
+                        half-time, terminal at the end (None: it stays queued until `finish`)
+      outcome           the terminal state of runs that finish by themselves: succeeded,
+                        partial_succeeded, failed (MODEL_ERROR at inference), canceled
+      output_shape      "model_data" (Runflow's envelope: outputs[], model_data, nsfw_detected,
+                        seed, timing), "top_level" (SAM 3's fields right in output),
+                        "outputs_only" (just the unified outputs[] array)
+      image_size        (w, h) assumed for inputs it cannot look at (https:// URLs)
+      mask_scale        masks come back at round(image size × this), to test resizing
+    Callbacks (POSTed on a daemon thread when a run with a callback_url ends):
+      callback_secret   sign with Runflow-Signature: hex HMAC-SHA256 of the body (None: unsigned)
+      callback_backoff  the waits between attempts; len + 1 attempts, retried on 5xx and network
+                        errors only
+      callback_timeout  seconds each attempt may take (connect, send, answer)
+    Result files (mask and preview URLs, no key needed, like presigned URLs):
+      file_faults       {mask index or "preview": "404" | "500" | "500-once" | "html" | "hang" |
+                        "slow"}; "hang" sends the headers and stalls until `release_files()`,
+                        reset or stop; "slow" trickles the body over `file_slow_seconds`
+      file_delay        hold every file GET this long before answering
     """
 
     def __init__(
@@ -248,10 +508,15 @@ class RunflowStandin:
         self.verbose = verbose
         self.base_url = ""
         self._lock = threading.RLock()
+        # Wakes whoever waits for a run to end or a callback to be recorded.
+        self._changed = threading.Condition(self._lock)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         # Set on stop, so a create held by `create_delay` ends at once.
         self._stopping = threading.Event()
+        # Set when the current test's world ends (reset or stop): timers, deliveries and
+        # stalled file answers started in it stop, so nothing leaks into the next test.
+        self._cancel = threading.Event()
         self.reset()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -260,6 +525,8 @@ class RunflowStandin:
         if self._server is not None:
             return self
         self._stopping.clear()
+        if self._cancel.is_set():
+            self._cancel = threading.Event()
         self._server = _Server((self.host, self.port), self)
         host, port = self._server.server_address[:2]
         self.port = port
@@ -278,6 +545,7 @@ class RunflowStandin:
         if server is None:
             return
         self._stopping.set()
+        self._cancel.set()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -294,6 +562,25 @@ class RunflowStandin:
     def reset(self) -> None:
         """Forget every run, asset, request and key, and put every knob back."""
         with self._lock:
+            # End the previous world's timers, deliveries and stalled files first.
+            self._cancel.set()
+            self._cancel = threading.Event()
+            self._files_released = threading.Event()
+            self.complete_after: float | None = None
+            self.outcome = "succeeded"
+            self.output_shape = "model_data"
+            self.image_size: tuple[int, int] = (1024, 768)
+            self.mask_scale = 1.0
+            self.callback_secret: str | None = None
+            self.callback_backoff: tuple[float, ...] = (1.0, 2.0)
+            self.callback_timeout = 10.0
+            self.file_faults: dict[int | str, str] = {}
+            self.file_delay = 0.0
+            self.file_slow_seconds = 2.0
+            self._results: dict[str, _Result] = {}
+            self._callbacks: list[CallbackAttempt] = []
+            self._callback_bodies: dict[str, bytes] = {}  # what redeliveries send again
+            self._deliveries: dict[str, int] = {}  # deliveries started per run
             self.rate_limit_next = 0
             self.retry_after: str | None = None
             self.unavailable_next = 0
@@ -362,6 +649,375 @@ class RunflowStandin:
             run.update(fields)
             return copy.deepcopy(run)
 
+    # --- finishing runs ------------------------------------------------------------------------
+
+    def finish(self, run_id: str, status: str = "succeeded", **fields: Any) -> dict[str, Any]:
+        """End a run now, as if Runflow finished it: output (for a success), timestamps,
+        duration, cost, failure fields, then the callback on a background thread. `fields`
+        override what the run would get (e.g. output=..., failure_code=...). Returns the run."""
+        with self._lock:
+            if self._runs[run_id]["status_code"] in TERMINAL_STATUSES:
+                raise ValueError(f"run {run_id} already ended; terminal states never change")
+        run = self._complete(run_id, status, fields, self._cancel)
+        if run is None:
+            raise ValueError(f"run {run_id} ended on its own while finish() was drawing it")
+        return run
+
+    def wait_for_run(self, run_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """Block until the run is terminal (a timer finishing it); returns it."""
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: self._runs[run_id]["status_code"] in TERMINAL_STATUSES, timeout
+            ):
+                raise TimeoutError(f"run {run_id} still {self._runs[run_id]['status_code']}")
+            return copy.deepcopy(self._runs[run_id])
+
+    @property
+    def callbacks(self) -> list[CallbackAttempt]:
+        """Every callback attempt so far, in the order their answers came."""
+        with self._lock:
+            return list(self._callbacks)
+
+    def wait_for_callbacks(self, count: int, timeout: float = 5.0) -> list[CallbackAttempt]:
+        """Block until at least `count` callback attempts are recorded; returns them all."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._callbacks) >= count, timeout):
+                raise TimeoutError(f"{len(self._callbacks)} callback attempts, not {count}")
+            return list(self._callbacks)
+
+    def redeliver(self, run_id: str) -> int:
+        """Send a run's callback again, the same bytes with a new Runflow-Request-Id, like
+        POST /v1/runs/{id}/callback-redeliveries. Returns the delivery's number (2, 3...)."""
+        with self._lock:
+            body = self._callback_bodies.get(run_id)
+            if body is None:
+                raise ValueError(f"run {run_id} has sent no callback to send again")
+            return self._start_delivery(run_id, self._runs[run_id]["callback_url"], body)
+
+    def expire_files(self) -> None:
+        """Every mask and preview URL issued so far answers 404 from now on, like presigned
+        URLs past their expiry. Runs that end later get working URLs."""
+        with self._lock:
+            for result in self._results.values():
+                result.expired = True
+
+    def release_files(self) -> None:
+        """Let file answers stalled by the "hang" fault finish (and later ones not stall)."""
+        self._files_released.set()
+
+    def file_requests(self) -> list[RecordedRequest]:
+        """The GETs of mask and preview files, in arrival order."""
+        return [r for r in self.requests if r.method == "GET" and r.path.startswith("/files/")]
+
+    def _auto_complete(self, run_id: str, after: float, cancel: threading.Event) -> None:
+        """A run's timer: running at half-time, ended at `after` seconds from creation."""
+        try:
+            if cancel.wait(after / 2):
+                return
+            with self._lock:
+                run = self._runs.get(run_id)
+                if cancel.is_set() or run is None or run["status_code"] != "queued":
+                    return
+                run["status_code"] = "running"
+                run["started_at"] = now_iso()
+            if cancel.wait(after / 2):
+                return
+            with self._lock:
+                outcome = self.outcome
+            self._complete(run_id, outcome, {}, cancel)
+        except Exception:
+            self._background_error(cancel)
+
+    def _complete(
+        self, run_id: str, status: str, fields: dict[str, Any], cancel: threading.Event
+    ) -> dict[str, Any] | None:
+        """Take a run to a terminal state; None when it ended meanwhile or the world reset."""
+        status = "canceled" if status == "cancelled" else status
+        if status not in OUTCOMES:
+            raise ValueError(f"status must be one of {OUTCOMES}, not {status!r}")
+        with self._lock:
+            run = self._runs.get(run_id)
+            if cancel.is_set() or run is None or run["status_code"] in TERMINAL_STATUSES:
+                return None
+            data = copy.deepcopy(run["input"])
+            knobs = (self.output_shape, self.image_size, self.mask_scale)
+        output: Any = None
+        result = None
+        failure: dict[str, Any] = {}
+        if status == "failed":
+            failure = MODEL_FAILURE
+        elif status in _SUCCESSES:
+            # Drawing masks takes a while for big inputs: not under the lock.
+            built = self._build_output(run_id, data, *knobs)
+            if built is None:
+                status, failure = "failed", INPUT_FAILURE
+            else:
+                output, result = built
+        with self._lock:
+            if cancel.is_set() or run_id not in self._runs:
+                return None
+            if run["status_code"] in TERMINAL_STATUSES:
+                return None  # a racing finish() or timer got there first
+            now = datetime.now(UTC)
+            created = datetime.fromisoformat(run["created_at"])
+            run["status_code"] = status
+            run["started_at"] = run["started_at"] or now.isoformat()
+            run["completed_at"] = now.isoformat()
+            run["duration_ms"] = max(0, int((now - created).total_seconds() * 1000))
+            run["cost"] = PRICE_PER_IMAGE if status in _SUCCESSES else "0"
+            run["output"] = output
+            run.update({"failure_code": None, "failure_message": None, "failure_stage_code": None})
+            run.update(failure)
+            run.update(fields)
+            if result is not None:
+                self._results[run_id] = result
+            if run.get("callback_url"):
+                body = self._callback_body(run)
+                self._callback_bodies[run_id] = body
+                self._start_delivery(run_id, run["callback_url"], body)
+            self._changed.notify_all()
+            return copy.deepcopy(run)
+
+    def _callback_body(self, run: dict[str, Any]) -> bytes:
+        status = run["status_code"]
+        event, callback_status = _CALLBACK_EVENTS.get(status, ("run.completed", status))
+        # Key order as Runflow's docs list the fields; receivers must not depend on it, but a
+        # signature is over these exact bytes.
+        payload = {
+            "event": event,
+            "run_id": run["id"],
+            "status": callback_status,
+            "output": run["output"],
+            "duration_ms": run["duration_ms"],
+            "created_at": run["created_at"],
+            "completed_at": run["completed_at"],
+            "metadata": run["metadata"],
+        }
+        return json.dumps(payload).encode()
+
+    # --- building SAM 3's output ------------------------------------------------------------
+
+    def _input_bytes(self, url: str) -> bytes | None:
+        """The input image's bytes when it is something we hold (a data: URI or one of our
+        assets); None for anything else, which is never fetched."""
+        match = _DATA_URI.fullmatch(url)
+        if match is not None:
+            try:
+                return base64.b64decode(match.group(2))
+            except (binascii.Error, ValueError):
+                return b""
+        asset_id = None
+        if url.startswith("runflow://assets/"):
+            asset_id = url.removeprefix("runflow://assets/")
+        elif url.startswith("http://") and self._is_own_url(url):
+            path = urlsplit(url).path
+            if path.startswith("/assets/"):
+                asset_id = path.removeprefix("/assets/")
+        if asset_id is None:
+            return None
+        with self._lock:
+            asset = self._assets.get(asset_id)
+            return b"" if asset is None or asset.data is None else asset.data
+
+    def _build_output(
+        self,
+        run_id: str,
+        data: dict[str, Any],
+        shape: str,
+        fallback_size: tuple[int, int],
+        scale: float,
+    ) -> tuple[dict[str, Any], _Result] | None:
+        """SAM 3's output for this input, shaped per `shape`; None if the image is unreadable."""
+        if shape not in OUTPUT_SHAPES:
+            raise ValueError(f"output_shape must be one of {OUTPUT_SHAPES}, not {shape!r}")
+        source = self._input_bytes(data["image_url"])
+        if source is None:
+            image_size = fallback_size
+        else:
+            try:
+                # Header only, and the size as stored: Runflow does not apply EXIF orientation
+                # (the app sends pixels already upright).
+                with Image.open(io.BytesIO(source)) as image:
+                    image_size = image.size
+            except Exception:  # any decoder complaint (not an image, a bomb...) fails the run
+                return None
+        mask_size = (max(1, round(image_size[0] * scale)), max(1, round(image_size[1] * scale)))
+        apply_mask = data.get("apply_mask", True)
+        result = _Result(
+            image_url=data["image_url"],
+            image_size=image_size,
+            mask_size=mask_size,
+            instances=_plan_instances(data, image_size),
+            preview=_PREVIEW_FORMATS[data.get("output_format", "png")] if apply_mask else None,
+            sync_mode=bool(data.get("sync_mode", False)),
+        )
+        include_scores = data.get("include_scores", False)
+        include_boxes = data.get("include_boxes", False)
+        base = f"{self.base_url}/files/{run_id}"
+        masks: list[dict[str, Any]] = []
+        scores: list[float] = []
+        boxes: list[list[float]] = []
+        for index, instance in enumerate(result.instances):
+            # Drawn once now for the box and the file size, then dropped: GETs draw it again.
+            mask = instance.render(image_size, mask_size)
+            png = _encode(mask, "PNG")
+            name = f"mask-{index}.png"
+            url = _data_uri("image/png", png) if result.sync_mode else f"{base}/{name}"
+            masks.append(
+                {
+                    "url": url,
+                    "content_type": "image/png",
+                    "file_name": name,
+                    "file_size": len(png),
+                    "width": mask_size[0],
+                    "height": mask_size[1],
+                }
+            )
+            scores.append(_score(index))
+            boxes.append(_normalized_box(mask))
+        preview = None
+        if result.preview is not None:
+            _, extension, content_type = result.preview
+            name = f"preview.{extension}"
+            url = (
+                _data_uri(content_type, self._preview_bytes(result))
+                if result.sync_mode
+                else f"{base}/{name}"
+            )
+            preview = {
+                "url": url,
+                "content_type": content_type,
+                "file_name": name,
+                "width": image_size[0],
+                "height": image_size[1],
+            }
+        model_data: dict[str, Any] = {"masks": masks, "image": preview}
+        if include_scores:
+            model_data["scores"] = scores
+        if include_boxes:
+            model_data["boxes"] = boxes
+        model_data["metadata"] = [
+            {
+                "index": index,
+                "score": scores[index] if include_scores else None,
+                "box": boxes[index] if include_boxes else None,
+            }
+            for index in range(len(masks))
+        ]
+        prompt = _prompt_of(data)
+        model_data["prompt"] = prompt
+        model_data["actual_prompt"] = prompt
+        outputs = [
+            {
+                "url": file["url"],
+                "type": "image",
+                "content_type": file["content_type"],
+                "width": file["width"],
+                "height": file["height"],
+                "file_name": file["file_name"],
+                **({"file_size": file["file_size"]} if "file_size" in file else {}),
+            }
+            for file in [*masks, *([preview] if preview else [])]
+        ]
+        if shape == "top_level":
+            return model_data, result
+        if shape == "outputs_only":
+            return {"outputs": outputs}, result
+        seed = int.from_bytes(hashlib.sha256(json.dumps(data).encode()).digest()[:4])
+        output = {
+            "outputs": outputs,
+            "model_data": model_data,
+            "nsfw_detected": False,
+            "seed": seed,
+            "timing": {"inference_ms": 180 + 12 * len(masks)},
+        }
+        return output, result
+
+    def _preview_bytes(self, result: _Result) -> bytes:
+        """The input image with every mask painted over it at half opacity."""
+        assert result.preview is not None
+        source = self._input_bytes(result.image_url)
+        base = None
+        if source:
+            try:
+                with Image.open(io.BytesIO(source)) as image:
+                    base = image.convert("RGB")
+            except Exception:  # truncated pixels behind a good header: paint on grey instead
+                base = None
+        if base is None or base.size != result.image_size:
+            base = Image.new("RGB", result.image_size, (128, 128, 128))
+        for index, instance in enumerate(result.instances):
+            alpha = instance.render(result.image_size, result.image_size, fill=128)
+            bbox = alpha.getbbox()
+            if bbox is not None:
+                # Only the object's box: 32 full-frame pastes on a phone photo take seconds.
+                base.paste(_PALETTE[index % len(_PALETTE)], bbox, mask=alpha.crop(bbox))
+        return _encode(base, result.preview[0], fast=True)
+
+    # --- callbacks ----------------------------------------------------------------------------
+
+    def _start_delivery(self, run_id: str, url: str, body: bytes) -> int:
+        """Deliver a callback on its own thread (never a request's): caller holds the lock."""
+        number = self._deliveries.get(run_id, 0) + 1
+        self._deliveries[run_id] = number
+        thread = threading.Thread(
+            target=self._deliver,
+            args=(run_id, url, body, number, self._cancel),
+            name=f"runflow-standin-callback:{run_id[:8]}:{number}",
+            daemon=True,
+        )
+        thread.start()
+        return number
+
+    def _deliver(
+        self, run_id: str, url: str, body: bytes, number: int, cancel: threading.Event
+    ) -> None:
+        try:
+            with self._lock:
+                secret, backoff, timeout = (
+                    self.callback_secret,
+                    tuple(self.callback_backoff),
+                    self.callback_timeout,
+                )
+            attempts = len(backoff) + 1
+            for attempt in range(1, attempts + 1):
+                headers = {
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(body)),
+                    "User-Agent": CALLBACK_USER_AGENT,
+                    "Runflow-Request-Id": str(uuid.uuid4()),
+                }
+                if secret is not None:
+                    headers["Runflow-Signature"] = hmac.new(
+                        secret.encode(), body, hashlib.sha256
+                    ).hexdigest()
+                sent = time.monotonic()
+                status, error = _post(url, body, headers, timeout)
+                with self._lock:
+                    if cancel.is_set():
+                        return
+                    self._callbacks.append(
+                        CallbackAttempt(
+                            run_id, url, body, headers, status, error, sent, attempt, number
+                        )
+                    )
+                    self._changed.notify_all()
+                # A 4xx is the receiver's final word, like a 2xx; only its failures are retried.
+                if (status is not None and status < 500) or attempt == attempts:
+                    return
+                if cancel.wait(backoff[attempt - 1]):
+                    return
+        except Exception:
+            self._background_error(cancel)
+
+    def _background_error(self, cancel: threading.Event) -> None:
+        """A bug on a timer or delivery thread fails the running test like a handler's would."""
+        with self._lock:
+            if not cancel.is_set():
+                self._handler_errors.append(traceback.format_exc())
+                return
+        traceback.print_exc()  # from a test already over: do not blame the next one
+
     # --- request handling (called on the server's threads) ------------------------------------
 
     def max_body_bytes(self, method: str, path: str) -> int:
@@ -406,11 +1062,20 @@ class RunflowStandin:
             ("POST", r"/v1/models/(?P<model_id>.+)/runs", "_create_run", True),
             ("GET", r"/v1/runs", "_list_runs", True),
             ("GET", r"/v1/runs/(?P<run_id>[^/]+)", "_get_run", True),
+            ("GET", r"/v1/runs/(?P<run_id>[^/]+)/callback", "_list_callbacks", True),
+            (
+                "POST",
+                r"/v1/runs/(?P<run_id>[^/]+)/callback-redeliveries",
+                "_redeliver_callback",
+                True,
+            ),
             ("POST", r"/v1/asset-uploads", "_create_asset_upload", True),
             ("POST", r"/v1/asset-uploads/(?P<asset_id>[^/]+)/confirmations", "_confirm", True),
             # Presigned upload URL and public asset URL: no bearer key, like a storage bucket.
             ("PUT", r"/uploads/(?P<asset_id>[^/]+)", "_put_upload", False),
             ("GET", r"/assets/(?P<asset_id>[^/]+)", "_get_asset", False),
+            # Result files: presigned URLs in the real service, so no key either.
+            ("GET", r"/files/(?P<run_id>[^/]+)/(?P<name>[^/]+)", "_get_file", False),
         )
     )
 
@@ -523,6 +1188,13 @@ class RunflowStandin:
                     fingerprint, copy.deepcopy(reply)
                 )
             delay = self.create_delay
+            if self.complete_after is not None:
+                threading.Thread(
+                    target=self._auto_complete,
+                    args=(run["id"], self.complete_after, self._cancel),
+                    name=f"runflow-standin-run:{run['id'][:8]}",
+                    daemon=True,
+                ).start()
         if delay > 0:
             # The run exists; the answer is late (or lost, if the client gives up first).
             self._stopping.wait(delay)
@@ -645,6 +1317,77 @@ class RunflowStandin:
             if run is None:
                 return error_reply(404, "RUN_NOT_FOUND", f"Run {run_id} not found")
             return Reply(200, copy.deepcopy(run))
+
+    def _list_callbacks(self, request: RecordedRequest, key: str, run_id: str) -> Reply:
+        with self._lock:
+            if run_id not in self._runs:
+                return error_reply(404, "RUN_NOT_FOUND", f"Run {run_id} not found")
+            attempts = [c for c in self._callbacks if c.run_id == run_id]
+        data = [
+            {
+                "delivery": c.delivery,
+                "attempt": c.attempt,
+                "request_id": c.request_id,
+                "url": c.url,
+                "response_status": c.status,
+                "error": c.error,
+            }
+            for c in attempts
+        ]
+        return Reply(200, {"data": data})
+
+    def _redeliver_callback(self, request: RecordedRequest, key: str, run_id: str) -> Reply:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return error_reply(404, "RUN_NOT_FOUND", f"Run {run_id} not found")
+            if run_id not in self._callback_bodies:
+                return error_reply(
+                    409, "NO_CALLBACK", "This run has not sent a callback that could be resent"
+                )
+            number = self.redeliver(run_id)
+        body = {"run_id": run_id, "delivery": number, "status": "queued", "created_at": now_iso()}
+        return Reply(202, body)
+
+    def _get_file(self, request: RecordedRequest, key: None, run_id: str, name: str) -> Reply:
+        with self._lock:
+            delay, faults, cancel = self.file_delay, dict(self.file_faults), self._cancel
+            released, slow_seconds = self._files_released, self.file_slow_seconds
+        if delay > 0:
+            cancel.wait(delay)
+        with self._lock:
+            result = self._results.get(run_id)
+            if result is None or result.expired or result.sync_mode:
+                return _xml_error(404, "NoSuchKey", "The specified key does not exist.")
+            match = _MASK_NAME.fullmatch(name)
+            which: int | str
+            if match is not None and int(match["index"]) < len(result.instances):
+                which, content_type = int(match["index"]), "image/png"
+            elif result.preview is not None and name == f"preview.{result.preview[1]}":
+                which, content_type = "preview", result.preview[2]
+            else:
+                return _xml_error(404, "NoSuchKey", "The specified key does not exist.")
+            fault = faults.get(which)
+            if fault == "500-once":
+                first = name not in result.failed_once
+                result.failed_once.add(name)
+                fault = "500" if first else None
+        if fault == "404":
+            return _xml_error(404, "NoSuchKey", "The specified key does not exist.")
+        if fault == "500":
+            return _xml_error(500, "InternalError", "We encountered an internal error.")
+        if fault == "html":
+            return Reply(200, _HTML_PAGE, content_type="text/html; charset=utf-8")
+        # Drawn here, on the request's thread, and forgotten once sent.
+        payload = result.mask_png(which) if isinstance(which, int) else self._preview_bytes(result)
+        reply = Reply(200, payload, content_type=content_type)
+        if fault == "hang":
+            reply.writer = _stall_writer(released, cancel)
+        elif fault == "slow":
+            reply.writer = _trickle_writer(slow_seconds, cancel)
+        elif fault is not None:
+            raise ValueError(f"file_faults values must be one of {FILE_FAULTS}, not {fault!r}")
+        return reply
 
     def _list_runs(self, request: RecordedRequest, key: str) -> Reply:
         limit_text = (request.query.get("limit") or ["100"])[0]
@@ -781,6 +1524,58 @@ def _json_body(request: RecordedRequest) -> tuple[Any, Reply | None]:
             "The request body is not valid JSON",
             [{"loc": ["body"], "msg": str(exc), "type": "json_invalid"}],
         )
+
+
+def _post(
+    url: str, body: bytes, headers: dict[str, str], timeout: float
+) -> tuple[int | None, str | None]:
+    """POST once; (status, None) when the receiver answered, (None, why) when it could not."""
+    parts = urlsplit(url)
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        connection.request("POST", target, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(_MAX_CALLBACK_ANSWER_BYTES)
+        return response.status, None
+    except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, garbled
+        return None, f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
+
+
+def _stall_writer(
+    released: threading.Event, cancel: threading.Event
+) -> Callable[[BinaryIO, bytes], bool]:
+    """Headers are out; hold the body until release_files(), or give up on reset/stop."""
+
+    def write(out: BinaryIO, payload: bytes) -> bool:
+        while not released.wait(0.05):
+            if cancel.is_set():
+                return False
+        out.write(payload)
+        return True
+
+    return write
+
+
+def _trickle_writer(seconds: float, cancel: threading.Event) -> Callable[[BinaryIO, bytes], bool]:
+    """The body in 20 pieces spread over `seconds`: a slow link, not a dead one."""
+
+    def write(out: BinaryIO, payload: bytes) -> bool:
+        pieces = 20
+        step = max(1, -(-len(payload) // pieces))
+        for start in range(0, len(payload), step):
+            if start and cancel.wait(seconds / pieces):
+                return False
+            out.write(payload[start : start + step])
+            out.flush()
+        return True
+
+    return write
 
 
 def _scripted_reply(entry: tuple[Any, ...]) -> Reply:
@@ -933,7 +1728,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        self.wfile.write(payload)
+        if reply.writer is None:
+            self.wfile.write(payload)
+        elif not reply.writer(self.wfile, payload):
+            self.close_connection = True  # short of Content-Length: the client must see it cut
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.standin.verbose:
@@ -943,6 +1741,10 @@ class _Handler(BaseHTTPRequestHandler):
 # --- by hand ---------------------------------------------------------------------------------
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a Runflow stand-in for trying sam3web.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -950,6 +1752,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", action="append", help="a valid API key (repeatable)")
     parser.add_argument("--broke-key", action="append", default=[], help="a key with no credit")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    parser.add_argument(
+        "--complete-after",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="runs finish by themselves this long after creation (default 2; negative: never)",
+    )
+    parser.add_argument("--outcome", choices=OUTCOMES, default="succeeded")
+    parser.add_argument("--output-shape", choices=OUTPUT_SHAPES, default="model_data")
+    parser.add_argument("--callback-secret", help="sign callbacks with this secret")
     args = parser.parse_args(argv)
     keys = args.key or ["demo-key"]
     standin = RunflowStandin(
@@ -959,10 +1771,22 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         verbose=not args.quiet,
     )
+    # A person trying the app by hand should see runs finish, unlike a test's default.
+    standin.complete_after = args.complete_after if args.complete_after >= 0 else None
+    standin.outcome = args.outcome
+    standin.output_shape = args.output_shape
+    standin.callback_secret = args.callback_secret
+    # SIGTERM (a process manager, or a test: background jobs started by a shell ignore SIGINT)
+    # stops as cleanly as Ctrl+C.
+    signal.signal(signal.SIGTERM, _interrupt)
     standin.start()
     print(f"Runflow stand-in listening on {standin.base_url}", flush=True)
     print("Point the app at it with:", flush=True)
     print(f"  RUNFLOW_BASE_URL={standin.base_url} RUNFLOW_API_KEY={keys[0]}", flush=True)
+    if standin.complete_after is None:
+        print("Runs stay queued (--complete-after is negative).", flush=True)
+    else:
+        print(f"Runs end {args.outcome} {standin.complete_after:g} s after creation.", flush=True)
     print("Ctrl+C to stop.", flush=True)
     try:
         while True:

@@ -140,3 +140,41 @@ def test_a_refused_run_can_be_submitted_again(page, worker, standin, settings) -
     page.get_by_role("button", name="Submit again").click()
     page.get_by_text("Queued at Runflow").wait_for()
     assert len(standin.runs) == 1
+
+
+def test_a_finished_run_shows_its_masks(page, standin, live_server, settings) -> None:
+    """Runflow finishes and calls back (a public URL is set): the page shows the masks
+    without a reload, each in its colour, with score and box."""
+    settings.SAM3WEB_PUBLIC_URL = live_server.url
+    standin.complete_after = 0.5
+    standin.callback_backoff = (0.1, 0.1)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "worker", "--", "--no-startup-delay", "--interval", "0.1"],
+        cwd=ROOT,
+        env=worker_env(standin, SAM3WEB_PUBLIC_URL=live_server.url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        page.get_by_label("Image", exact=True).set_input_files(str(IMAGES / "coins.png"))
+        page.get_by_label("Text prompt").fill("coin")
+        page.get_by_label("Box prompts").fill(
+            '[{"x_min": 20, "y_min": 20, "x_max": 120, "y_max": 110},'
+            ' {"x_min": 200, "y_min": 150, "x_max": 330, "y_max": 270}]'
+        )
+        page.get_by_label("Return multiple masks").check()
+        page.get_by_role("button", name="Submit run").click()
+        page.get_by_text("2 instances found").wait_for(timeout=30_000)
+        overlay = page.locator("img.masks")
+        overlay.wait_for()
+        assert overlay.evaluate("img => img.complete && img.naturalWidth") == 384
+        assert page.locator("table.instances tbody tr").count() == 2
+        assert page.locator("svg rect.found").count() == 2
+        run = Run.objects.get()
+        assert run.result_source == "callback"
+        assert run.deliveries.get().outcome == "applied"
+        assert page.get_by_text("Callback deliveries").count() == 1
+        shot(page, "06-run-succeeded")
+    finally:
+        proc.terminate()
+        proc.wait(10)

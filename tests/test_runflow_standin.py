@@ -541,5 +541,5 @@ def test_it_runs_by_hand_from_the_command_line() -> None:
         response = httpx.get(f"{base_url}/v1/auth/me", headers={"Authorization": "Bearer k1"})
         assert response.status_code == 200
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0

@@ -201,9 +201,10 @@ def test_the_status_fragment_polls_until_nothing_will_change(signed_in, standin,
     assert "<html" not in html  # only the fragment
 
     # Polling with the version already shown: nothing to swap.
-    unchanged = signed_in.get(
-        f"/runs/{run.id}/status/?v={run.status_version}", headers={"HX-Request": "true"}
-    )
+    import re
+
+    shown = re.search(r'hx-get="[^"]*\?v=([0-9a-f]+)"', html).group(1)
+    unchanged = signed_in.get(f"/runs/{run.id}/status/?v={shown}", headers={"HX-Request": "true"})
     assert unchanged.status_code == 204
 
     settings.RUNFLOW_API_KEY = "wrong-key"
