@@ -131,3 +131,49 @@ def test_a_live_lease_is_respected(signed_in, standin) -> None:
     run.refresh_from_db()
     assert run.status == Run.Status.SUBMITTING  # another worker may still be on it
     assert standin.create_calls() == []
+
+
+def test_a_worker_killed_while_copying_masks_leaves_each_mask_once(signed_in, standin) -> None:
+    from pathlib import Path
+
+    from segmentation.models import Mask
+
+    standin.complete_after = 0.1
+    standin.file_faults = {3: "hang"}  # mask 4 of 5 stalls: the worker dies waiting for it
+    run = submit(signed_in, prompt="coins", return_multiple_masks="on", max_masks="5")
+    fast = {"SAM3WEB_POLL_FIRST": "0.1", "SAM3WEB_POLL_MAX_INTERVAL": "0.2"}
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "worker", "--", "--no-startup-delay", "--interval", "0.1"],
+        cwd=ROOT,
+        env=worker_env(standin, **fast),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: Mask.objects.filter(run=run).exclude(file="").count() == 3, 20)
+        wait_for(lambda: any(r.path.endswith("mask-3.png") for r in standin.file_requests()))
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    run.refresh_from_db()
+    assert run.artifacts == Run.Artifacts.COPYING  # cut off in the middle
+
+    standin.file_faults = {}
+    standin.release_files()
+    restarted = subprocess.run(
+        [sys.executable, "manage.py", "worker", "--", "--batch", "--no-startup-delay"],
+        cwd=ROOT,
+        env=worker_env(standin, **fast),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert restarted.returncode == 0, restarted.stderr
+    run.refresh_from_db()
+    assert run.artifacts == Run.Artifacts.DONE
+    masks = list(run.masks.order_by("index"))
+    assert [m.index for m in masks] == [0, 1, 2, 3, 4]
+    assert all(m.file and m.area for m in masks)
+    # Nothing orphaned: exactly one file per mask in storage.
+    stored = list((Path(django_settings.MEDIA_ROOT) / "masks").rglob("*.png"))
+    assert sorted(p.name for p in stored) == sorted(Path(m.file.name).name for m in masks)
