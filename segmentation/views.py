@@ -28,6 +28,7 @@ from .tasks import check_again, enqueue_submit, retry_artifacts
 
 RUNS_PER_PAGE = 25
 DELIVERY_BODY_KEPT = 256 * 1024
+FORGED_BODY_KEPT = 2048
 logger = logging.getLogger(__name__)
 
 
@@ -210,7 +211,10 @@ def _receive_callback(request: HttpRequest, run_id: Any, token: str) -> JsonResp
         )
 
     if run is None or not callbacks.token_is_valid(run_id, token):
-        # A forged token for a real run is kept in that run's log, for people to see.
+        # A forged token for a real run is kept in that run's log, for people to see; only
+        # an excerpt of its body, as anyone who knows a run's id can send these.
+        delivery.body = delivery.body[:FORGED_BODY_KEPT]
+        delivery.body_truncated = delivery.body_bytes > FORGED_BODY_KEPT
         return answer(404, "rejected", "no such run, or the link's token is wrong")
     if len(body) > limit or declared > limit:
         return answer(413, "rejected", f"the body is larger than {limit} bytes")

@@ -177,6 +177,14 @@ def test_a_wrong_token_is_404_and_logged_on_the_run(client: Client, run: Run) ->
     assert (delivery.http_status, delivery.outcome) == (404, "rejected")
 
 
+def test_a_forged_delivery_keeps_only_an_excerpt(client: Client, run: Run) -> None:
+    big = json.dumps(payload(output={"junk": "x" * 500_000})).encode()
+    assert post(client, run, big, token="0" * 64).status_code == 404
+    delivery = run.deliveries.get()
+    assert len(delivery.body) == 2048 and delivery.body_truncated
+    assert delivery.body_bytes == len(big)
+
+
 def test_a_callback_for_an_unknown_run_is_404(client: Client) -> None:
     response = client.post(
         "/callbacks/runflow/00000000-0000-0000-0000-000000000000/abc/",
