@@ -31,14 +31,12 @@ import logging
 import math
 import reprlib
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-import httpcore
 import httpx
 from django.conf import settings
 from PIL import Image
@@ -50,6 +48,7 @@ from .images import (
     _HIGH_BIT_MODES,
     _OPEN_ORDER,
     GuardedNetworkBackend,
+    GuardedTransport,
     ImageRejected,
     _address_policy,
     _caused_by,
@@ -646,38 +645,6 @@ def _decode_data_uri(url: str, what: str, max_bytes: int) -> bytes:
     return data
 
 
-_ssl_lock = threading.Lock()
-_ssl_context: ssl.SSLContext | None = None
-
-
-def _shared_ssl_context() -> ssl.SSLContext:
-    """One verified SSL context for all downloads: building one loads the CA bundle (~17 ms),
-    which would otherwise be paid for each of a run's 32 masks. SSLContext is thread-safe."""
-    global _ssl_context
-    with _ssl_lock:
-        if _ssl_context is None:
-            _ssl_context = httpx.create_ssl_context(trust_env=False)
-        return _ssl_context
-
-
-class _Transport(httpx.HTTPTransport):
-    """images.GuardedTransport with the shared SSL context: httpx's transport, its pool rebuilt
-    on a GuardedNetworkBackend (no proxies from the environment, no HTTP/2, no retries)."""
-
-    def __init__(self, backend: GuardedNetworkBackend) -> None:
-        context = _shared_ssl_context()
-        super().__init__(verify=context, trust_env=False)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=context,
-            max_connections=1,
-            max_keepalive_connections=0,
-            http1=True,
-            http2=False,
-            retries=0,
-            network_backend=backend,
-        )
-
-
 class _TryAgain(Exception):
     """An attempt failed in a way another attempt may fix; carries the error to give up with."""
 
@@ -768,7 +735,7 @@ def _attempt(start: httpx.URL, what: str, deadline: float, timeout: float, max_b
             (lambda _addr: True) if _origin(current) == trusted else policy
         )
         backend = GuardedNetworkBackend(allowed=allowed, deadline=deadline, timeout_seconds=timeout)
-        with _Transport(backend) as transport, _network_errors(what, current.host, timeout):
+        with GuardedTransport(backend) as transport, _network_errors(what, current.host, timeout):
             request = httpx.Request(
                 "GET", current, headers=headers, extensions={"timeout": per_wait}
             )

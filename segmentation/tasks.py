@@ -290,6 +290,16 @@ def poll_run(context: TaskContext, run_id: str) -> str:
     return outcome
 
 
+def resubmit(run: Run) -> bool:
+    """A person sends a run Runflow refused once more (same body, same Idempotency-Key)."""
+    updated = Run.objects.filter(pk=run.pk, status=Run.Status.NOT_SUBMITTED).update(
+        status=Run.Status.PENDING, updated_at=timezone.now()
+    )
+    if updated:
+        enqueue_submit(run)
+    return bool(updated)
+
+
 def check_again(run: Run) -> bool:
     """A person asks for a stale run to be polled again, with a fresh deadline."""
     deadline = timezone.now() + dt.timedelta(seconds=settings.SAM3WEB_POLL_DEADLINE)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +16,6 @@ from django.core.paginator import Paginator
 from django.db import DatabaseError, transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -24,7 +24,7 @@ from . import callbacks
 from .forms import RunForm
 from .models import CallbackDelivery, Mask, Run, SourceImage
 from .results import BadResult, apply_result, parse_callback
-from .tasks import check_again, enqueue_submit, retry_artifacts
+from .tasks import check_again, enqueue_submit, resubmit, retry_artifacts
 
 RUNS_PER_PAGE = 25
 DELIVERY_BODY_KEPT = 256 * 1024
@@ -129,42 +129,49 @@ def run_status(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 @require_POST
 def run_resubmit(request: HttpRequest, run_id: Any) -> HttpResponse:
-    run = _run_or_404(run_id)
-    with transaction.atomic():
-        # Conditional update: two clicks (or two people) queue the run once.
-        updated = Run.objects.filter(pk=run.pk, status=Run.Status.NOT_SUBMITTED).update(
-            status=Run.Status.PENDING, updated_at=timezone.now()
-        )
-        if updated:
-            enqueue_submit(run)
-    if updated:
-        messages.success(request, "Submitting the run again.")
-    else:
-        messages.info(request, "This run is not waiting to be submitted again.")
-    return redirect(run)
+    return _act(
+        request,
+        run_id,
+        resubmit,
+        done="Submitting the run again.",
+        refused="This run is not waiting to be submitted again.",
+    )
 
 
 @require_POST
 def run_check_again(request: HttpRequest, run_id: Any) -> HttpResponse:
-    run = _run_or_404(run_id)
-    with transaction.atomic():
-        asked = check_again(run)
-    if asked:
-        messages.success(request, "Asking Runflow about this run again.")
-    else:
-        messages.info(request, "This run is not waiting for a result.")
-    return redirect(run)
+    return _act(
+        request,
+        run_id,
+        check_again,
+        done="Asking Runflow about this run again.",
+        refused="This run is not waiting for a result.",
+    )
 
 
 @require_POST
 def run_retry_copy(request: HttpRequest, run_id: Any) -> HttpResponse:
+    return _act(
+        request,
+        run_id,
+        retry_artifacts,
+        done="Copying the missing masks again.",
+        refused="Nothing is missing from this run.",
+    )
+
+
+def _act(
+    request: HttpRequest, run_id: Any, action: Callable[[Run], bool], *, done: str, refused: str
+) -> HttpResponse:
+    """A button on the run page. Each action is a conditional update, so two clicks (or two
+    teammates) act once, and a click on a page that is out of date is harmless."""
     run = _run_or_404(run_id)
     with transaction.atomic():
-        retried = retry_artifacts(run)
-    if retried:
-        messages.success(request, "Copying the missing masks again.")
+        acted = action(run)
+    if acted:
+        messages.success(request, done)
     else:
-        messages.info(request, "Nothing is missing from this run.")
+        messages.info(request, refused)
     return redirect(run)
 
 

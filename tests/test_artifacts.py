@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -38,10 +37,9 @@ from segmentation.artifacts import (
     render_thumbnail,
 )
 from segmentation.images import intake_bytes
+from tests.conftest import IMAGES
 from tests.image_server import ImageServer
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT.parent / "shared" / "images"
 BAD = IMAGES / "bad"
 
 

@@ -51,10 +51,9 @@ from segmentation.images import (
     intake_url,
     is_public_address,
 )
+from tests.conftest import IMAGES, ROOT
 from tests.image_server import ImageServer
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT.parent / "shared" / "images"
 BAD = IMAGES / "bad"
 MiB = 1024 * 1024
 
