@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from PIL import Image
 
 from . import images
-from .models import SourceImage
+from .models import Run, SourceImage
 
 MAX_POINTS = 100
 MAX_BOXES = 50
@@ -252,6 +252,10 @@ class RunForm(forms.Form):
     output_format = forms.ChoiceField(choices=OUTPUT_FORMATS, initial="png")
     metadata = MetadataField(
         help_text='Optional flat JSON object attached to the run, e.g. {"project": "demo"}.'
+    )
+    # Set when the form was opened from an earlier run ("Edit as a new run").
+    parent = forms.ModelChoiceField(
+        queryset=Run.objects.all(), required=False, widget=forms.HiddenInput
     )
 
     def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:

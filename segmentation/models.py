@@ -70,6 +70,10 @@ class Run(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="runs"
     )
     image = models.ForeignKey(SourceImage, on_delete=models.PROTECT, related_name="runs")
+    # The run this one was edited from ("Edit as a new run").
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
     source_url = models.URLField(max_length=2000, blank=True)
 
     # What the person asked for: the model input minus image_url (resolved at submit time).

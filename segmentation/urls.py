@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import export_views, viewer_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -18,6 +18,17 @@ urlpatterns = [
     path("runs/<uuid:run_id>/thumb.jpg", views.run_file, {"kind": "thumb"}, name="run_thumb"),
     path("runs/<uuid:run_id>/preview/", views.run_file, {"kind": "preview"}, name="run_preview"),
     path("runs/<uuid:run_id>/masks/<int:number>.png", views.mask_file, name="mask_file"),
+    path("runs/<uuid:run_id>/viewer.json", viewer_views.viewer_data, name="viewer_data"),
+    path(
+        "runs/<uuid:run_id>/masks/<int:number>.crop.png",
+        viewer_views.mask_crop,
+        name="mask_crop",
+    ),
+    path(
+        "runs/<uuid:run_id>/export/<str:fmt>",
+        export_views.export,
+        name="run_export",
+    ),
     path(
         "callbacks/runflow/<uuid:run_id>/<str:token>/",
         views.runflow_callback,

@@ -77,6 +77,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
                     source_url=form.cleaned_data["source_url"],
                     input=form.run_input(),
                     metadata=form.cleaned_data["metadata"],
+                    parent=form.cleaned_data["parent"],
                 )
                 enqueue_submit(run)
             return redirect(run)
@@ -97,7 +98,9 @@ def _form_from_run(request: HttpRequest, run_id: str) -> RunForm | None:
         return None
     if run is None:
         return None
-    form = RunForm(initial={**run.input, "metadata": run.metadata}, user=request.user)
+    form = RunForm(
+        initial={**run.input, "metadata": run.metadata, "parent": run.pk}, user=request.user
+    )
     form.source_image = run.image
     form.source_url = run.source_url
     return form

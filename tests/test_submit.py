@@ -262,9 +262,11 @@ def test_edit_as_a_new_run_prefills_image_prompts_and_options(signed_in, standin
     assert re.search(r'<option value="webp"[^>]*selected', html)
     assert not re.search(r'name="include_boxes"[^>]*checked', html)
     token = re.search(r'name="staged_image" value="([^"]+)"', html).group(1)
+    assert f'name="parent" value="{run.id}"' in html
 
-    # Submitting it as it stands makes a second run on the same image.
+    # Submitting it with a change makes a second run on the same image, linked to the first.
     data = {
+        "parent": str(run.id),
         "staged_image": token,
         "prompt": "whiskers",
         "point_prompts": '[{"x": 10, "y": 20, "label": 0}, {"x": 30, "y": 30, "label": 1}]',
@@ -276,6 +278,9 @@ def test_edit_as_a_new_run_prefills_image_prompts_and_options(signed_in, standin
     second = Run.objects.exclude(pk=run.pk).get()
     assert second.image_id == run.image_id
     assert len(second.points) == 2
+    assert second.parent == run
+    assert "edited from" in signed_in.get(f"/runs/{second.id}/").content.decode()
+    assert "edited into" in signed_in.get(f"/runs/{run.id}/").content.decode()
 
 
 def test_edit_from_an_unknown_run_shows_an_empty_form(signed_in) -> None:
