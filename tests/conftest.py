@@ -84,3 +84,14 @@ def png_bytes(width: int, height: int, color: tuple[int, int, int] = (200, 30, 3
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, "PNG")
     return buf.getvalue()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Name the browser tests' screenshots at the end of the run, so CI output points at them."""
+    shots = sorted((ROOT / "test-artifacts" / "screenshots").glob("*.png"))
+    if shots:
+        terminalreporter.section("screenshots of the key states")
+        for shot in shots:
+            terminalreporter.write_line(
+                f"{shot.relative_to(ROOT)}  ({shot.stat().st_size // 1024} KiB)"
+            )
