@@ -13,25 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA = tempfile.mkdtemp(prefix="sam3web-bench-")
-os.environ["SAM3WEB_DATA_DIR"] = DATA
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sam3web.settings")
-os.environ["SAM3WEB_STATIC_MANIFEST"] = "0"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import IMAGES, free_port, pct, start_gunicorn, throwaway_django  # noqa: E402
 
-import django  # noqa: E402
-
-django.setup()
+DATA = throwaway_django()
 
 import httpx  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -45,47 +37,9 @@ from segmentation.models import Run  # noqa: E402
 from segmentation.runflow import RunflowClient  # noqa: E402
 from tests.runflow_standin import RunflowStandin  # noqa: E402
 
-IMAGES = ROOT.parent / "shared" / "images"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def start_app(port: int, public_url: str) -> subprocess.Popen:
-    env = {**os.environ, "SAM3WEB_PUBLIC_URL": public_url, "ALLOWED_HOSTS": "127.0.0.1"}
-    proc = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "gunicorn"),
-            "sam3web.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError("gunicorn did not start")
+    return start_gunicorn(port, {**os.environ, "SAM3WEB_PUBLIC_URL": public_url})
 
 
 def callback_body(provider_id: str) -> bytes:

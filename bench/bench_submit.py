@@ -8,23 +8,15 @@ Runs against a throwaway data folder (SQLite database and media), never the app'
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT.parent / "shared" / "images"
-sys.path.insert(0, str(ROOT))
-os.environ["SAM3WEB_DATA_DIR"] = tempfile.mkdtemp(prefix="sam3web-bench-")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sam3web.settings")
-os.environ["SAM3WEB_STATIC_MANIFEST"] = "0"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import IMAGES, pct, throwaway_django  # noqa: E402
 
-import django  # noqa: E402
-
-django.setup()
+throwaway_django()
 
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -37,11 +29,6 @@ from segmentation import images, runflow  # noqa: E402
 from segmentation.models import Run  # noqa: E402
 from segmentation.tasks import submit_run  # noqa: E402
 from tests.runflow_standin import RunflowStandin  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def post_form_ms(client: Client, name: str, repeat: int) -> list[float]:

@@ -21,25 +21,17 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA = tempfile.mkdtemp(prefix="sam3web-bench-")
-os.environ["SAM3WEB_DATA_DIR"] = DATA
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sam3web.settings")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import ROOT, free_port, pct, start_gunicorn, throwaway_django  # noqa: E402
 
-import django  # noqa: E402
+DATA = throwaway_django()
 
-django.setup()
-
-import httpx  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
@@ -55,17 +47,6 @@ from tests.runflow_standin import RunflowStandin  # noqa: E402
 PHOTO = ROOT.parent / "shared" / "images" / "large-4032x3024.jpg"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SOURCE_IMAGE = re.compile(r"/images/\d+/$")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_run(user, masks: int) -> Run:
@@ -107,31 +88,7 @@ def make_run(user, masks: int) -> Run:
 
 
 def start_app(port: int, env: dict[str, str]) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "gunicorn"),
-            "sam3web.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            "1",
-            "--threads",
-            "4",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError("gunicorn did not start")
+    return start_gunicorn(port, env, workers=1)
 
 
 def app_env() -> dict[str, str]:

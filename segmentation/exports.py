@@ -319,6 +319,12 @@ def _is_plain_mask(data: bytes, size: tuple[int, int]) -> bool:
 def _masks(instances: Iterable[Instance], size: tuple[int, int]) -> Iterator[tuple[Instance, Any]]:
     """(instance, mask image) for each exported instance, one decoded mask at a time; a stored
     file that has gone missing turns its instance into a not-exported one."""
+    for inst, data in _stored_masks(instances):
+        yield inst, _mask_image(data, size)
+
+
+def _stored_masks(instances: Iterable[Instance]) -> Iterator[tuple[Instance, bytes]]:
+    """(instance, stored PNG bytes) for each exported instance whose file is still there."""
     for inst in instances:
         if not inst.exported:
             continue
@@ -327,7 +333,7 @@ def _masks(instances: Iterable[Instance], size: tuple[int, int]) -> Iterator[tup
         except _MissingMask:
             inst.not_exported(MISSING_FILE)
             continue
-        yield inst, _mask_image(data, size)
+        yield inst, data
 
 
 # --- JSON ---------------------------------------------------------------------------------------
@@ -427,14 +433,7 @@ def write_zip(
     JSON deflated. One mask in memory at a time."""
     size = (run.image.width, run.image.height)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for inst in instances:
-            if not inst.exported:
-                continue
-            try:
-                data = _read_mask(inst.mask)
-            except _MissingMask:
-                inst.not_exported(MISSING_FILE)
-                continue
+        for inst, data in _stored_masks(instances):
             if not _is_plain_mask(data, size):
                 buf = io.BytesIO()
                 _mask_image(data, size).save(buf, "PNG")
