@@ -421,3 +421,42 @@ def test_without_javascript_the_json_fields_are_the_way_in(browser, live_server,
         assert Run.objects.get().input["point_prompts"] == [{"x": 225, "y": 150, "label": 1}]
     finally:
         ctx.close()
+
+
+def test_edit_and_rerun_adds_a_negative_point_to_a_linked_run(
+    page,  # noqa: F811
+    worker,  # noqa: F811
+    standin,
+    live_server,
+) -> None:
+    """From a run's page: Edit as a new run, shift-click one more exclude point, submit; the
+    new run has the old prompts plus the new one, the same image, and links to its parent."""
+    choose(page, "coffee.jpg")
+    page.get_by_label("Text prompt").fill("cup")
+    geo = geometry(page)
+    page.mouse.click(*screen(geo[0], 0.5, 0.5))
+    page.get_by_role("button", name="Submit run").click()
+    page.get_by_text("Queued at Runflow").wait_for()
+    parent = Run.objects.get()
+
+    page.get_by_role("link", name="Edit as a new run").click()
+    page.wait_for_url(f"**/runs/new/?from={parent.pk}")
+    page.locator(".pe-stage img").wait_for(state="visible")
+    assert markers(page) == (1, 0)
+    geo = geometry(page)
+    extra = screen(geo[0], 0.1, 0.9)
+    shift_click(page, extra)
+    assert markers(page) == (2, 0)
+    page.get_by_role("button", name="Submit run").click()
+    page.wait_for_url("**/runs/*/")
+    page.get_by_text("Queued at Runflow").wait_for()
+
+    child = Run.objects.exclude(pk=parent.pk).get()
+    assert child.parent == parent and child.image_id == parent.image_id
+    assert child.prompt == "cup"
+    assert child.points == [*parent.points, expected_point(geo, *extra, 0)]
+    assert page.get_by_role("link", name="an earlier run").count() == 1
+    assert [c.json["input"]["point_prompts"] for c in standin.create_calls()] == [
+        parent.points,
+        child.points,
+    ]
