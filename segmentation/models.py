@@ -82,7 +82,7 @@ class Run(models.Model):
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     # The exact JSON body sent to Runflow; an inline data: URI is kept as a short reference
-    # (it is rebuilt byte for byte from the stored image), see tasks.describe_body().
+    # (it is rebuilt byte for byte from the stored image), see tasks.without_inline_image().
     request_body = models.JSONField(null=True, blank=True)
     image_delivery = models.CharField(max_length=20, blank=True)  # url / inline / asset
     asset_url = models.CharField(max_length=2000, blank=True)

@@ -104,7 +104,7 @@ def submit_run(run_id: str) -> str:
         status=status,
         provider_run_id=str(provider_run["id"])[:100],
         provider_status=str(provider_run.get("status_code", ""))[:40],
-        provider_response=_without_inline_image(run, provider_run),
+        provider_response=without_inline_image(run, provider_run),
         request_body=run.request_body,
         image_delivery=run.image_delivery,
         submitted_at=timezone.now(),
@@ -145,7 +145,7 @@ def _create(run: Run, client: runflow.RunflowClient) -> dict[str, Any]:
         metadata=run.metadata,
     )
     # Saved with the outcome (success or refusal), in the same write.
-    run.request_body = describe_body(run, body)
+    run.request_body = without_inline_image(run, body)
     try:
         return client.create_run(idempotency_key=str(run.pk), **body)
     except runflow.RunflowError as exc:
@@ -182,15 +182,10 @@ def resolve_image_url(run: Run, client: runflow.RunflowClient) -> str:
     return run.asset_url
 
 
-def describe_body(run: Run, body: dict[str, Any]) -> dict[str, Any]:
-    """The create body as sent, except that an inline image is named rather than copied
-    (it is the stored image file, base64-encoded, byte for byte)."""
-    return _without_inline_image(run, body)
-
-
-def _without_inline_image(run: Run, payload: dict[str, Any]) -> dict[str, Any]:
-    # Runflow echoes the input in its answers: keeping the data: URI would store up to
-    # 1.4 MB of base64 per run, twice, for bytes we already keep as the image file.
+def without_inline_image(run: Run, payload: dict[str, Any]) -> dict[str, Any]:
+    """A create body (or Runflow's answer, which echoes the input) with an inline image named
+    rather than copied: it is the stored image file, base64-encoded, byte for byte. Keeping
+    the data: URI would store up to 1.4 MB of base64 per run, twice."""
     echoed = payload.get("input")
     if not isinstance(echoed, dict) or not str(echoed.get("image_url", "")).startswith("data:"):
         return payload
