@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import io
+import ipaddress
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +63,23 @@ def user(django_user_model):
 def signed_in(client: Client, user) -> Client:
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every TCP connection attempt, recorded; one to a non-loopback address fails the test
+    before a packet leaves, so refusal tests can never reach 10.x or 169.254.x for real."""
+    attempts: list[tuple[str, int]] = []
+    real = socket.create_connection
+
+    def guarded(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
+        attempts.append(address)
+        if not ipaddress.ip_address(address[0]).is_loopback:
+            raise AssertionError(f"tried to connect to {address}")
+        return real(address, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "create_connection", guarded)
+    return attempts
 
 
 def run_worker() -> None:

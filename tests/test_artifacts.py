@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import ipaddress
 import math
 import socket
 import threading
@@ -155,19 +154,8 @@ def _artifact_settings(settings) -> None:
 
 
 @pytest.fixture(autouse=True)
-def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """Tripwire: no test may connect anywhere but loopback."""
-    attempts: list[tuple[str, int]] = []
-    real = socket.create_connection
-
-    def guarded(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
-        attempts.append(address)
-        if not ipaddress.ip_address(address[0]).is_loopback:
-            raise AssertionError(f"tried to connect to {address}")
-        return real(address, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "create_connection", guarded)
-    return attempts
+def _loopback_only(connections: list[tuple[str, int]]) -> None:
+    """Tripwire (conftest's `connections`): no test here may connect anywhere but loopback."""
 
 
 @pytest.fixture(scope="module")

@@ -698,23 +698,6 @@ def server(_server: ImageServer) -> ImageServer:
 
 
 @pytest.fixture
-def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """Every TCP connection attempt, recorded; one to a non-loopback address fails the test
-    before a packet leaves, so refusal tests can never reach 10.x or 169.254.x for real."""
-    attempts: list[tuple[str, int]] = []
-    real = socket.create_connection
-
-    def guarded(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
-        attempts.append(address)
-        if not ipaddress.ip_address(address[0]).is_loopback:
-            raise AssertionError(f"tried to connect to {address}")
-        return real(address, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "create_connection", guarded)
-    return attempts
-
-
-@pytest.fixture
 def local(settings, connections: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """Allow loopback fetches (the test server); everything else keeps its limits."""
     settings.SAM3WEB_FETCH_ALLOW_PRIVATE = True
