@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,56 +26,21 @@ SIZE = 1024
 
 
 def child() -> None:
-    os.environ["SAM3WEB_DATA_DIR"] = tempfile.mkdtemp(prefix="sam3web-bench-")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sam3web.settings")
-    import django
+    from bench.common import finished_run, throwaway_django
 
-    django.setup()
-    from django.conf import settings
+    throwaway_django()
     from django.core.management import call_command
     from PIL import Image, ImageDraw
 
     from bench.bench_artifacts import current_rss_kib, peak_rss_kib, reset_peak
-    from segmentation import images
-    from segmentation.forms import store_image
     from segmentation.models import Run
-    from segmentation.runflow import RunflowClient
-    from segmentation.tasks import _enqueue_artifacts_now
-    from tests.runflow_standin import RunflowStandin
 
     call_command("migrate", verbosity=0)
     photo = Image.new("RGB", (SIZE, SIZE), (90, 110, 130))
     ImageDraw.Draw(photo).ellipse((100, 100, 900, 900), fill=(200, 160, 90))
     buf = io.BytesIO()
     photo.save(buf, "PNG")
-    image = store_image(images.intake_bytes(buf.getvalue()), original_name="b.png", user=None)
-
-    with RunflowStandin(api_keys=["k"]) as standin:
-        settings.RUNFLOW_BASE_URL, settings.RUNFLOW_API_KEY = standin.base_url, "k"
-        run = Run.objects.create(image=image, input={"prompt": "blob"})
-        with RunflowClient(base_url=standin.base_url, api_key="k") as client:
-            made = client.create_run(
-                input={
-                    "image_url": images.data_uri(buf.getvalue(), "image/png"),
-                    "prompt": "blob",
-                    "return_multiple_masks": True,
-                    "max_masks": MASKS,
-                    "include_scores": True,
-                    "include_boxes": True,
-                },
-                idempotency_key=str(run.id),
-            )
-            standin.finish(made["id"])
-            output = client.get_run(made["id"])["output"]
-        Run.objects.filter(pk=run.pk).update(
-            status=Run.Status.SUCCEEDED,
-            provider_run_id=made["id"],
-            output=output,
-            cost="0.005",
-            artifacts=Run.Artifacts.PENDING,
-        )
-        _enqueue_artifacts_now(str(run.pk))
-
+    with finished_run(buf.getvalue(), "blob.png", masks=MASKS) as run:
         reset_peak()
         before = current_rss_kib()
         start = time.perf_counter()

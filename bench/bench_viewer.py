@@ -28,7 +28,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, free_port, pct, start_gunicorn, throwaway_django  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT,
+    finished_run,
+    free_port,
+    pct,
+    start_gunicorn,
+    throwaway_django,
+)
 
 DATA = throwaway_django()
 
@@ -37,12 +44,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
-from segmentation import images  # noqa: E402
-from segmentation.forms import store_image  # noqa: E402
 from segmentation.models import Run  # noqa: E402
-from segmentation.runflow import RunflowClient  # noqa: E402
-from segmentation.tasks import _enqueue_artifacts_now  # noqa: E402
-from tests.runflow_standin import RunflowStandin  # noqa: E402
 
 PHOTO = ROOT.parent / "shared" / "images" / "large-4032x3024.jpg"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -51,32 +53,7 @@ SOURCE_IMAGE = re.compile(r"/images/\d+/$")
 
 def make_run(user, masks: int) -> Run:
     """A succeeded run whose masks the real artifact task copied from the stand-in."""
-    data = PHOTO.read_bytes()
-    image = store_image(images.intake_bytes(data), original_name=PHOTO.name, user=user)
-    prompt = {
-        "prompt": "objects",
-        "return_multiple_masks": True,
-        "max_masks": masks,
-        "include_scores": True,
-        "include_boxes": True,
-    }
-    with RunflowStandin(api_keys=["k"]) as standin:
-        settings.RUNFLOW_BASE_URL, settings.RUNFLOW_API_KEY = standin.base_url, "k"
-        run = Run.objects.create(owner=user, image=image, input=prompt)
-        with RunflowClient(base_url=standin.base_url, api_key="k") as client:
-            made = client.create_run(
-                input={"image_url": images.data_uri(data, "image/jpeg"), **prompt},
-                idempotency_key=str(run.id),
-            )
-            standin.finish(made["id"])
-            output = client.get_run(made["id"])["output"]
-        Run.objects.filter(pk=run.pk).update(
-            status=Run.Status.SUCCEEDED,
-            provider_run_id=made["id"],
-            output=output,
-            artifacts=Run.Artifacts.PENDING,
-        )
-        _enqueue_artifacts_now(str(run.pk))
+    with finished_run(PHOTO.read_bytes(), PHOTO.name, masks=masks, owner=user) as run:
         start = time.perf_counter()
         call_command("db_worker", "--batch", "--no-startup-delay", "--interval", "0", verbosity=0)
         copied = time.perf_counter() - start

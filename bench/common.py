@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,3 +73,47 @@ def start_gunicorn(port: int, env: dict[str, str], *, workers: int = 2) -> subpr
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("gunicorn did not start")
+
+
+@contextmanager
+def finished_run(data: bytes, name: str, *, masks: int, owner=None) -> Iterator:
+    """A run the Runflow stand-in has finished with `masks` masks (a text prompt asking for
+    several), stored as succeeded and queued for copying. The stand-in keeps serving the mask
+    files until the block ends, so the real worker can copy them inside it."""
+    from django.conf import settings
+
+    from segmentation import images
+    from segmentation.forms import store_image
+    from segmentation.models import Run
+    from segmentation.runflow import RunflowClient
+    from segmentation.tasks import _enqueue_artifacts_now
+    from tests.runflow_standin import RunflowStandin
+
+    taken = images.intake_bytes(data)
+    image = store_image(taken, original_name=name, user=owner)
+    prompt = {
+        "prompt": "objects",
+        "return_multiple_masks": True,
+        "max_masks": masks,
+        "include_scores": True,
+        "include_boxes": True,
+    }
+    with RunflowStandin(api_keys=["k"]) as standin:
+        settings.RUNFLOW_BASE_URL, settings.RUNFLOW_API_KEY = standin.base_url, "k"
+        run = Run.objects.create(owner=owner, image=image, input=prompt)
+        with RunflowClient(base_url=standin.base_url, api_key="k") as client:
+            made = client.create_run(
+                input={"image_url": images.data_uri(taken.data, taken.content_type), **prompt},
+                idempotency_key=str(run.id),
+            )
+            standin.finish(made["id"])
+            output = client.get_run(made["id"])["output"]
+        Run.objects.filter(pk=run.pk).update(
+            status=Run.Status.SUCCEEDED,
+            provider_run_id=made["id"],
+            output=output,
+            cost="0.005",
+            artifacts=Run.Artifacts.PENDING,
+        )
+        _enqueue_artifacts_now(str(run.pk))
+        yield run
