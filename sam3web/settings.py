@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -257,6 +258,8 @@ SAM3WEB_POLL_DEADLINE = envint("SAM3WEB_POLL_DEADLINE", 30 * 60, minimum=1)
 # Downloading Runflow's masks and previews into our storage.
 SAM3WEB_ARTIFACT_TIMEOUT = envfloat("SAM3WEB_ARTIFACT_TIMEOUT", 30.0, minimum=0.1)
 SAM3WEB_ARTIFACT_MAX_BYTES = envint("SAM3WEB_ARTIFACT_MAX_BYTES", 50 * 1024 * 1024, minimum=1)
+# Runflow's list price per image: shown, marked as an estimate, until a run's real cost arrives.
+SAM3WEB_PRICE_PER_IMAGE = Decimal("0.005")
 
 # --- Image intake -----------------------------------------------------------------------------
 SAM3WEB_MAX_IMAGE_BYTES = envint("SAM3WEB_MAX_IMAGE_BYTES", 50 * 1024 * 1024, minimum=1)

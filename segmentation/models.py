@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -125,6 +127,17 @@ class Run(models.Model):
     thumbnail = models.FileField(upload_to="thumbs/%Y/%m/", blank=True)
     artifact_notes = models.JSONField(default=list, blank=True)
 
+    # Copies of parts of `input` and of the result, kept in columns so the history page can
+    # filter, search and sort a large table with indexes instead of reading JSON row by row.
+    prompt_text = models.CharField(max_length=1000, blank=True, editable=False)
+    point_count = models.PositiveSmallIntegerField(default=0, editable=False)
+    box_count = models.PositiveSmallIntegerField(default=0, editable=False)
+    mask_count = models.PositiveIntegerField(default=0, editable=False)
+
+    # A read-only public link, made by the owner and revocable: NULL when there is none.
+    share_token = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    shared_at = models.DateTimeField(null=True, blank=True)
+
     task_id = models.CharField(max_length=64, blank=True)
     submit_attempts = models.PositiveIntegerField(default=0)
     # While a worker holds the run in SUBMITTING; past it, another worker may take over.
@@ -135,17 +148,76 @@ class Run(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["-created_at", "-id"]
+        # The history page pages by keyset (sort key, then id): each sort and the common
+        # filters have an index that yields rows already in that order.
         indexes = [
-            models.Index(fields=["-created_at"], name="run_created_idx"),
-            models.Index(fields=["status", "created_at"], name="run_status_idx"),
+            models.Index(fields=["created_at", "id"], name="run_created_idx"),
+            models.Index(fields=["status", "created_at", "id"], name="run_status_idx"),
+            models.Index(fields=["owner", "created_at", "id"], name="run_owner_idx"),
+            models.Index(fields=["duration_ms", "id"], name="run_duration_idx"),
+            models.Index(fields=["mask_count", "id"], name="run_masks_idx"),
+            models.Index(fields=["cost", "id"], name="run_cost_idx"),
         ]
 
     def __str__(self) -> str:
         return f"Run {self.id} ({self.status})"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.derive_columns()
+        if kwargs.get("update_fields") is not None and "input" in kwargs["update_fields"]:
+            kwargs["update_fields"] = {
+                *kwargs["update_fields"],
+                "prompt_text",
+                "point_count",
+                "box_count",
+            }
+        super().save(*args, **kwargs)
+
     def get_absolute_url(self) -> str:
         return reverse("run_detail", args=[self.id])
+
+    def derive_columns(self) -> None:
+        """Fill the searchable copies of `input` (see prompt_text)."""
+        data = self.input if isinstance(self.input, dict) else {}
+        self.prompt_text = str(data.get("prompt") or "")[:1000]
+        self.point_count = len(data.get("point_prompts") or [])
+        self.box_count = len(data.get("box_prompts") or [])
+
+    def can_delete(self, user: Any) -> bool:
+        return bool(user.is_authenticated and (user.is_staff or user.pk == self.owner_id))
+
+    def can_share(self, user: Any) -> bool:
+        """Public links are the owner's to make and revoke (admins may revoke any)."""
+        return bool(user.is_authenticated and (user.pk == self.owner_id or user.is_staff))
+
+    def make_share_token(self) -> str:
+        # 32 random bytes: unguessable, and not derived from anything an attacker could know.
+        return secrets.token_urlsafe(32)
+
+    @property
+    def billed(self) -> bool:
+        """Runflow bills every image it ran; failed runs and runs it never took are free."""
+        return self.status not in (
+            self.Status.FAILED,
+            self.Status.CANCELED,
+            self.Status.NOT_SUBMITTED,
+            self.Status.PENDING,
+            self.Status.SUBMITTING,
+        )
+
+    @property
+    def cost_shown(self) -> Decimal | None:
+        """Runflow's figure when it has arrived; until then the list price, for runs it bills."""
+        if self.cost is not None:
+            return self.cost
+        if self.billed or self.status in (self.Status.PENDING, self.Status.SUBMITTING):
+            return settings.SAM3WEB_PRICE_PER_IMAGE
+        return None
+
+    @property
+    def cost_is_estimate(self) -> bool:
+        return self.cost is None and self.cost_shown is not None
 
     @property
     def is_final(self) -> bool:

@@ -374,7 +374,9 @@ def copy_artifacts(context: TaskContext, run_id: str) -> str:
             + " ".join(m.error for m in missing[:3]),
         )
     state = Run.Artifacts.PARTIAL if missing else Run.Artifacts.DONE
-    Run.objects.filter(pk=run_id).update(artifacts=state, artifact_notes=notes)
+    Run.objects.filter(pk=run_id).update(
+        artifacts=state, artifact_notes=notes, mask_count=len(masks)
+    )
     return state
 
 

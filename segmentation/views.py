@@ -259,6 +259,16 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+def run_list_live(request: HttpRequest) -> HttpResponse:
+    raise NotImplementedError
+
+
+@require_http_methods(["GET", "POST"])
+def run_delete(request: HttpRequest, run_id: Any) -> HttpResponse:
+    raise NotImplementedError
+
+
+@require_GET
 def image_file(request: HttpRequest, image_id: int) -> FileResponse:
     """Serve a stored image to signed-in teammates. Only images we decoded ourselves are
     stored, and the content type is the one we determined, never the uploader's."""
