@@ -12,7 +12,6 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import UserCreationForm
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.db import DatabaseError, transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -20,13 +19,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from . import callbacks
+from . import callbacks, history
+from .deletion import delete_run
 from .forms import RunForm
+from .history import HistoryFilter
 from .models import CallbackDelivery, Mask, Run, SourceImage
 from .results import BadResult, apply_result, parse_callback
 from .tasks import check_again, enqueue_submit, resubmit, retry_artifacts
 
-RUNS_PER_PAGE = 25
 DELIVERY_BODY_KEPT = 256 * 1024
 FORGED_BODY_KEPT = 2048
 logger = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
     configured = bool(settings.RUNFLOW_API_KEY)
     form = RunForm(request.POST or None, request.FILES or None, user=request.user)
     if request.method == "GET" and request.GET.get("from"):
-        form = _form_from_run(request, request.GET["from"]) or form
+        keep_prompts = request.GET.get("keep") != "image"
+        form = _form_from_run(request, request.GET["from"], keep_prompts=keep_prompts) or form
     if request.method == "POST":
         if not configured:
             form.is_valid()
@@ -90,17 +91,22 @@ def run_new(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _form_from_run(request: HttpRequest, run_id: str) -> RunForm | None:
-    """The form filled in as an earlier run was: same image, prompts and options."""
+def _form_from_run(
+    request: HttpRequest, run_id: str, *, keep_prompts: bool = True
+) -> RunForm | None:
+    """The form filled in as an earlier run was: same image and options, and its prompts too
+    unless the person asked for the same image with a new prompt."""
     try:
         run = Run.objects.select_related("image").filter(pk=run_id).first()
     except ValidationError:  # not a UUID: ignore it, show an empty form
         return None
     if run is None:
         return None
-    form = RunForm(
-        initial={**run.input, "metadata": run.metadata, "parent": run.pk}, user=request.user
-    )
+    initial = {**run.input, "metadata": run.metadata, "parent": run.pk}
+    if not keep_prompts:
+        for name in ("prompt", "point_prompts", "box_prompts", "parent"):
+            initial.pop(name, None)
+    form = RunForm(initial=initial, user=request.user)
     form.source_image = run.image
     form.source_url = run.source_url
     return form
@@ -113,14 +119,14 @@ def _run_or_404(run_id: Any) -> Run:
 @require_GET
 def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
     run = _run_or_404(run_id)
-    return render(request, "segmentation/run_detail.html", _run_context(run))
+    return render(request, "segmentation/run_detail.html", _run_context(run, request))
 
 
 @require_GET
 def run_status(request: HttpRequest, run_id: Any) -> HttpResponse:
     """The live part of the run page, polled until nothing on it will change by itself."""
     run = _run_or_404(run_id)
-    context = _run_context(run)
+    context = _run_context(run, request)
     if request.GET.get("v") == context["version"] and not run.settled:
         # Nothing new: htmx leaves the page as it is (an opened <details> stays open).
         return HttpResponse(status=204)
@@ -253,19 +259,101 @@ def _refuse_constant(name: str) -> None:
 
 @require_GET
 def run_list(request: HttpRequest) -> HttpResponse:
-    runs = Run.objects.select_related("owner", "image").order_by("-created_at")
-    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "segmentation/run_list.html", {"page": page})
+    """The team's runs, newest first, filtered and sorted as the form says; htmx asks for
+    only the results when a filter changes."""
+    form = HistoryFilter(request.GET or None)
+    valid = form.is_valid() if form.is_bound else True
+    sort = history.SORTS[form.sort_key]
+    runs = Run.objects.select_related("owner", "image").filter(form.filters(request.user))
+    cursor_error = ""
+    try:
+        page = history.page_of(
+            runs, sort, after=request.GET.get("after", ""), before=request.GET.get("before", "")
+        )
+    except history.BadCursor:
+        cursor_error = "That page link is out of date or broken: here is the first page."
+        page = history.page_of(runs, sort)
+        valid = False
+    context = {
+        "form": form,
+        "page": page,
+        "sort": form.sort_key,
+        "cursor_error": cursor_error,
+        "live_ids": [r.pk for r in page.runs if not r.settled],
+        "query": _query_without(request, "after", "before"),
+    }
+    template = "segmentation/run_list.html"
+    if request.htmx and request.htmx.target == "history-results":
+        template += "#results"
+    return render(request, template, context, status=200 if valid else 400)
+
+
+def _query_without(request: HttpRequest, *names: str) -> str:
+    query = request.GET.copy()
+    for name in names:
+        query.pop(name, None)
+    return query.urlencode()
 
 
 @require_GET
 def run_list_live(request: HttpRequest) -> HttpResponse:
-    raise NotImplementedError
+    """The cards of runs still in flight on a history page, swapped in place (out of band);
+    polling stops once none of them can change by itself."""
+    ids = request.GET.getlist("ids")[: history.PER_PAGE]
+    try:
+        runs = list(Run.objects.select_related("owner", "image").filter(pk__in=ids))
+    except ValidationError:
+        return HttpResponse("Run ids are UUIDs.", status=400, content_type="text/plain")
+    live_ids = [r.pk for r in runs if not r.settled]
+    response = render(
+        request, "segmentation/run_list.html#live", {"runs": runs, "live_ids": live_ids}
+    )
+    if not live_ids:
+        return HttpResponseStopPolling(response.content)
+    return response
 
 
 @require_http_methods(["GET", "POST"])
 def run_delete(request: HttpRequest, run_id: Any) -> HttpResponse:
-    raise NotImplementedError
+    """Delete a run and every file that is only its own. GET asks to confirm (so the page
+    works without JavaScript); only the owner or an admin may delete."""
+    run = _run_or_404(run_id)
+    if not run.can_delete(request.user):
+        return render(
+            request,
+            "segmentation/run_delete.html",
+            {
+                "run": run,
+                "refused": "Only the person who made this run, or an admin, can delete it.",
+            },
+            status=403,
+        )
+    busy = _delete_refusal(run)
+    if request.method == "POST" and not busy:
+        try:
+            deleted = delete_run(run.pk)
+        except DatabaseError:
+            logger.exception("Run %s could not be deleted", run.pk)
+            busy = "The database is busy. Nothing was deleted; please try again."
+        else:
+            if deleted:
+                messages.success(request, "The run and its files were deleted.")
+            else:
+                messages.info(request, "That run was already deleted.")
+            return redirect("run_list")
+    status = 409 if busy and request.method == "POST" else 200
+    return render(
+        request, "segmentation/run_delete.html", {"run": run, "busy": busy}, status=status
+    )
+
+
+def _delete_refusal(run: Run) -> str:
+    """Why the run cannot be deleted this instant, if it cannot: a worker is writing to it."""
+    if run.status == Run.Status.SUBMITTING:
+        return "The run is being sent to Runflow right now. Try again in a few seconds."
+    if run.artifacts in (Run.Artifacts.PENDING, Run.Artifacts.COPYING):
+        return "The masks are being copied right now. Try again in a few seconds."
+    return ""
 
 
 @require_GET
@@ -317,7 +405,7 @@ def _serve(field: Any, content_type: str) -> FileResponse:
     return response
 
 
-def _run_context(run: Run) -> dict[str, Any]:
+def _run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
     image = run.image
     scale = max(image.width, image.height)
     options = [
@@ -340,6 +428,7 @@ def _run_context(run: Run) -> dict[str, Any]:
     ).hexdigest()
     return {
         "run": run,
+        "can_delete": bool(request and run.can_delete(request.user)),
         "image": image,
         "options": options,
         "masks": masks,

@@ -1,0 +1,238 @@
+"""The history page's query: filters (a form that owns their validation) and keyset paging.
+
+Keyset, not OFFSET: a page is "the next 24 runs after this one in the chosen order", found by
+walking an index from the cursor, so page 4,000 costs what page 1 costs. Nothing counts the
+whole table either: the page says how many runs match up to COUNT_CAP, then "more than".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from .models import Run
+
+PER_PAGE = 24
+COUNT_CAP = 1000
+SEARCH_MAX = 200
+
+
+@dataclass(frozen=True)
+class Sort:
+    label: str
+    field: str
+    descending: bool
+    # Whether the field can be NULL (NULLs come last whatever the direction).
+    nullable: bool = False
+
+
+SORTS = {
+    "new": Sort("Newest first", "created_at", True),
+    "old": Sort("Oldest first", "created_at", False),
+    "slow": Sort("Slowest first", "duration_ms", True, nullable=True),
+    "fast": Sort("Fastest first", "duration_ms", False, nullable=True),
+    "masks": Sort("Most masks first", "mask_count", True),
+}
+
+KINDS = [("text", "Text prompt"), ("points", "Points"), ("boxes", "Boxes")]
+
+
+class HistoryFilter(forms.Form):
+    q = forms.CharField(
+        label="Search prompts",
+        required=False,
+        max_length=SEARCH_MAX,
+        strip=True,
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "e.g. cat, wheel"}),
+    )
+    status = forms.MultipleChoiceField(
+        label="Status", required=False, choices=Run.Status.choices, widget=forms.SelectMultiple
+    )
+    owner = forms.ModelChoiceField(
+        label="Teammate",
+        required=False,
+        queryset=get_user_model().objects.order_by("username"),
+        to_field_name="username",
+        empty_label="Everyone",
+        error_messages={"invalid_choice": "There is no teammate with that name."},
+    )
+    mine = forms.BooleanField(label="Only my runs", required=False)
+    kind = forms.ChoiceField(label="Prompt type", required=False, choices=[("", "Any")] + KINDS)
+    since = forms.DateField(
+        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    sort = forms.ChoiceField(
+        label="Sort",
+        required=False,
+        choices=[(key, s.label) for key, s in SORTS.items()],
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Labels read better as a teammate's name than as "username".
+        self.fields["owner"].label_from_instance = lambda u: u.get_username()  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and until < since:
+            self.add_error("until", "The end date is before the start date.")
+        return data
+
+    def filters(self, user: Any) -> Q:
+        """Every filter that passed validation (a bad one is shown beside its field and left
+        out, rather than hiding every run)."""
+        data = getattr(self, "cleaned_data", {})
+        q = Q()
+        if text := data.get("q"):
+            q &= Q(prompt_text__icontains=text)
+        if statuses := data.get("status"):
+            q &= Q(status__in=statuses)
+        if data.get("mine"):
+            q &= Q(owner=user)
+        elif owner := data.get("owner"):
+            q &= Q(owner=owner)
+        kind = data.get("kind")
+        if kind == "text":
+            q &= ~Q(prompt_text="")
+        elif kind == "points":
+            q &= Q(point_count__gt=0)
+        elif kind == "boxes":
+            q &= Q(box_count__gt=0)
+        tz = timezone.get_current_timezone()
+        if since := data.get("since"):
+            q &= Q(created_at__gte=dt.datetime.combine(since, dt.time.min, tzinfo=tz))
+        if until := data.get("until"):
+            q &= Q(
+                created_at__lt=dt.datetime.combine(until, dt.time.min, tzinfo=tz)
+                + dt.timedelta(days=1)
+            )
+        return q
+
+    @property
+    def sort_key(self) -> str:
+        key = getattr(self, "cleaned_data", {}).get("sort")
+        return key if key in SORTS else "new"
+
+    def active(self) -> bool:
+        data = getattr(self, "cleaned_data", {})
+        return any(
+            data.get(name) for name in ("q", "status", "owner", "mine", "kind", "since", "until")
+        )
+
+
+# --- keyset cursors ------------------------------------------------------------------------------
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(run: Run, sort: Sort) -> str:
+    value = getattr(run, sort.field)
+    if isinstance(value, dt.datetime):
+        value = value.isoformat()
+    elif isinstance(value, Decimal):
+        value = str(value)
+    raw = json.dumps([value, str(run.pk)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str, sort: Sort) -> tuple[Any, uuid.UUID]:
+    """The (sort value, id) a cursor names; BadCursor for anything we did not make."""
+    if len(token) > 200:
+        raise BadCursor("too long")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        value, run_id = json.loads(raw)
+        run_id = uuid.UUID(str(run_id))
+        if value is None:
+            if not sort.nullable:
+                raise BadCursor("no value")
+        elif sort.field == "created_at":
+            value = dt.datetime.fromisoformat(value)
+            if value.tzinfo is None:
+                raise BadCursor("naive time")
+        elif not isinstance(value, int) or isinstance(value, bool):
+            raise BadCursor("not a number")
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise BadCursor(str(exc)) from None
+    return value, run_id
+
+
+def _beyond(sort: Sort, value: Any, run_id: uuid.UUID, forward: bool) -> Q:
+    """Rows strictly after (value, id) in the sort's order (or before it, going back).
+    NULL sort values come after every other value, in id order among themselves."""
+    later = sort.descending == forward  # "after" means smaller values in a descending sort
+    cmp = "lt" if later else "gt"
+    f = sort.field
+    if value is None:
+        # Inside the NULL tail: only the id moves on; going back leaves the tail for values.
+        q = Q(**{f"{f}__isnull": True, f"id__{cmp}": run_id})
+        return q if forward else q | Q(**{f"{f}__isnull": False})
+    q = Q(**{f"{f}__{cmp}": value}) | Q(**{f: value, f"id__{cmp}": run_id})
+    if sort.nullable:
+        q = q | Q(**{f"{f}__isnull": True}) if forward else q & Q(**{f"{f}__isnull": False})
+    return q
+
+
+def _ordering(sort: Sort, forward: bool) -> list[Any]:
+    from django.db.models import F
+
+    desc = sort.descending == forward
+    field = F(sort.field)
+    # NULLs last going forward, so first going back.
+    nulls = ({"nulls_last": True} if forward else {"nulls_first": True}) if sort.nullable else {}
+    key = field.desc(**nulls) if desc else field.asc(**nulls)
+    return [key, F("id").desc() if desc else F("id").asc()]
+
+
+@dataclass
+class Page:
+    runs: list[Run]
+    next_cursor: str | None
+    prev_cursor: str | None
+    count: int
+    count_capped: bool
+
+
+def page_of(queryset: QuerySet[Run], sort: Sort, *, after: str = "", before: str = "") -> Page:
+    """One page of `queryset` in `sort` order: the first, the one after cursor `after`, or the
+    one before cursor `before`. Raises BadCursor for a cursor that is not ours."""
+    forward = not before
+    qs = queryset
+    if after or before:
+        value, run_id = decode_cursor(after or before, sort)
+        qs = qs.filter(_beyond(sort, value, run_id, forward))
+    rows = list(qs.order_by(*_ordering(sort, forward))[: PER_PAGE + 1])
+    more = len(rows) > PER_PAGE
+    if not forward and not more:
+        # Back at the start: show the whole first page, not a short remainder.
+        return page_of(queryset, sort)
+    rows = rows[:PER_PAGE]
+    if not forward:
+        rows.reverse()
+    has_next = more if forward else True
+    has_prev = bool(after) if forward else more
+    count = queryset.order_by()[: COUNT_CAP + 1].count()
+    return Page(
+        runs=rows,
+        next_cursor=encode_cursor(rows[-1], sort) if rows and has_next else None,
+        prev_cursor=encode_cursor(rows[0], sort) if rows and has_prev else None,
+        count=min(count, COUNT_CAP),
+        count_capped=count > COUNT_CAP,
+    )
