@@ -231,19 +231,6 @@ def test_the_run_page_shows_the_image_prompts_and_options(signed_in, standin) ->
         assert option in html
 
 
-def test_history_lists_runs_newest_first_in_pages(signed_in, standin) -> None:
-    for n in range(27):
-        submit(signed_in, prompt=f"thing {n}")
-    first = signed_in.get("/runs/").content.decode()
-    assert first.index("thing 26") < first.index("thing 25")
-    assert "thing 1<" not in first
-    assert "Page 1 of 2" in first
-    second = signed_in.get("/runs/?page=2").content.decode()
-    assert "thing 0" in second and "thing 1<" in second
-    assert signed_in.get("/runs/?page=abc").status_code == 200
-    assert signed_in.get("/runs/?page=999").status_code == 200
-
-
 def test_edit_as_a_new_run_prefills_image_prompts_and_options(signed_in, standin) -> None:
     import re
 
@@ -281,6 +268,35 @@ def test_edit_as_a_new_run_prefills_image_prompts_and_options(signed_in, standin
     assert second.parent == run
     assert "edited from" in signed_in.get(f"/runs/{second.id}/").content.decode()
     assert "edited into" in signed_in.get(f"/runs/{run.id}/").content.decode()
+
+
+def test_same_image_new_prompt_keeps_image_and_options_only(signed_in, standin) -> None:
+    import re
+
+    run = submit(
+        signed_in,
+        prompt="whiskers",
+        point_prompts='[{"x": 10, "y": 20, "label": 0}]',
+        metadata='{"project": "demo"}',
+        output_format="webp",
+    )
+    assert (
+        f"/runs/new/?from={run.id}&amp;keep=image"
+        in signed_in.get(run.get_absolute_url()).content.decode()
+    )
+    html = signed_in.get(f"/runs/new/?from={run.id}&keep=image").content.decode()
+    assert 'value="whiskers"' not in html and "&quot;label&quot;: 0" not in html
+    assert f'name="parent" value="{run.id}"' not in html
+    assert "&quot;project&quot;: &quot;demo&quot;" in html
+    assert re.search(r'<option value="webp"[^>]*selected', html)
+    token = re.search(r'name="staged_image" value="([^"]+)"', html).group(1)
+    response = signed_in.post(
+        "/runs/new/",
+        {"staged_image": token, "prompt": "ears", "max_masks": "3", "output_format": "png"},
+    )
+    assert response.status_code == 302
+    second = Run.objects.exclude(pk=run.pk).get()
+    assert second.image_id == run.image_id and second.prompt == "ears" and second.parent is None
 
 
 def test_edit_from_an_unknown_run_shows_an_empty_form(signed_in) -> None:
