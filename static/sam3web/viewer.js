@@ -15,8 +15,16 @@
  * The run page's live region is swapped by htmx until the run is settled, so viewers are
  * started from htmx.onLoad as well as at load, and htmx may run this file again on each swap.
  *
+ * A page may hold several viewers (the compare page). Viewers inside an element with
+ * data-viewer-sync are kept in step: moving the opacity, the minimum score, zooming or panning
+ * one applies it to the others. Zoom is shared relative to each one's "fit" and the view's
+ * centre as a fraction of the image, so images of different sizes stay in step. The group's
+ * data-viewer-sync="off" pauses it; a checkbox with data-viewer-sync-toggle in the group
+ * switches it (revealed from its .sv-sync wrapper once this script runs).
+ *
  * For other scripts (exports): window.sam3Viewer.visible(), threshold(), opacity(), colours(),
- * and a "sam3:viewchange" event on the viewer's root whenever one of them changes.
+ * and a "sam3:viewchange" event on the viewer's root whenever one of them changes. These speak
+ * of the latest viewer started (the run page has one); all() describes every viewer.
  */
 (function () {
   "use strict";
@@ -29,7 +37,8 @@
   const PAN_STEP = 60;
   const ZOOM_STEP = 1.25;
   const saved = new Map(); // viewer.json URL → the person's settings, kept across htmx swaps
-  let current = null;
+  const viewers = []; // every viewer started and still on the page, oldest first
+  const EVERYTHING = ["opacity", "threshold", "view"];
 
   const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
   const round2 = (v) => Math.round(v * 100) / 100;
@@ -73,11 +82,49 @@
     return el.tagName === "INPUT" && /^(text|search|url|email|number|password|tel)$/.test(el.type);
   }
 
+  /* --- keeping viewers in step --------------------------------------------------------------- */
+
+  const syncOn = (group) => Boolean(group) && group.dataset.viewerSync !== "off";
+
+  /* The other viewers of `viewer`'s group that can take a setting now (their data is in). */
+  function peersOf(viewer) {
+    if (!syncOn(viewer.group)) return [];
+    return viewers.filter(
+      (o) => o !== viewer && o.group === viewer.group && o.data && !o.broken && !o.gone()
+    );
+  }
+
+  function bindSyncToggles(scope) {
+    const groups = [];
+    if (scope.matches && scope.matches("[data-viewer-sync]")) groups.push(scope);
+    scope.querySelectorAll("[data-viewer-sync]").forEach((g) => groups.push(g));
+    for (const group of groups) {
+      if (group.sam3SyncBound) continue;
+      group.sam3SyncBound = true;
+      for (const box of group.querySelectorAll("input[data-viewer-sync-toggle]")) {
+        // A checkbox the browser restored on "back" must say what the group does.
+        box.checked = syncOn(group);
+        const wrap = box.closest(".sv-sync");
+        if (wrap) wrap.hidden = false;
+        box.addEventListener("change", () => {
+          group.dataset.viewerSync = box.checked ? "on" : "off";
+          if (!box.checked) return;
+          // Back in step: the others take the view of the one the person moved last.
+          const live = viewers.filter((o) => o.group === group && o.data && !o.broken && !o.gone());
+          const leader = live.includes(group.sam3Leader) ? group.sam3Leader : live[0];
+          if (leader) leader.share(EVERYTHING);
+        });
+      }
+    }
+  }
+
   class Viewer {
     constructor(root) {
       this.root = root;
       root.sam3viewer = this;
       this.url = root.dataset.viewer;
+      this.group = root.closest("[data-viewer-sync]");
+      this.following = false; // applying another viewer's setting: not to be passed on again
       this.figure = root.closest("figure") || root.parentElement;
       this.canvas = this.$(".sv-canvas");
       this.ctx = this.canvas.getContext("2d", { alpha: false });
@@ -241,6 +288,14 @@
         this.resizeObserver.observe(this.$(".sv-stage"));
       }
       this.resize();
+      // Started after the others were moved: join them where they are.
+      const leader = syncOn(this.group) ? this.group.sam3Leader : null;
+      if (leader && leader !== this && leader.data && !leader.broken && !leader.gone()) {
+        this.follow(
+          { opacity: leader.opacity, threshold: leader.threshold, view: leader.sharedView() },
+          EVERYTHING
+        );
+      }
     }
 
     /* --- the instance list and the controls -------------------------------------------- */
@@ -391,6 +446,7 @@
       this.$(".sv-opacity-out").textContent = `${Math.round(this.opacity * 100)}%`;
       this.requestDraw(); // the layer stays: only how it is laid over the image changes
       this.changed();
+      this.share(["opacity"]);
     }
 
     setThreshold(v) {
@@ -403,6 +459,7 @@
       this.requestDraw(); // the count and the tags change even when no mask does
       this.changed();
       if (this.hot) this.readout();
+      this.share(["threshold"]);
     }
 
     setMode(mode) {
@@ -531,7 +588,7 @@
         c.width = Math.round(w * dpr);
         c.height = Math.round(h * dpr);
       }
-      if (this.fitted) this.fit();
+      if (this.fitted) this.fit(false);
       else this.clampPan();
       this.baseDirty = this.layerDirty = true;
       this.drawNow();
@@ -541,12 +598,14 @@
       return Math.min(this.cssW / this.W, this.cssH / this.H);
     }
 
-    fit() {
+    /* `share`: false when the canvas changed size (each viewer has its own), not the person. */
+    fit(share = true) {
       this.scale = this.fitScale();
       this.tx = (this.cssW - this.W * this.scale) / 2;
       this.ty = (this.cssH - this.H * this.scale) / 2;
       this.fitted = true;
       this.viewChanged();
+      if (share) this.share(["view"]);
     }
 
     /* Zoom about (cx, cy) (CSS pixels in the canvas), between "fit" and MAX_SCALE; returns
@@ -561,6 +620,7 @@
       this.fitted = Math.abs(next - fit) < 1e-6;
       this.clampPan();
       this.viewChanged();
+      this.share(["view"]);
       return true;
     }
 
@@ -571,14 +631,91 @@
       this.ty += dy;
       this.fitted = false;
       this.clampPan();
+      if (this.tx === tx && this.ty === ty) return; // at the edge already
       if (this.baseDirty || this.layerDirty) {
         this.viewChanged();
-        return;
+      } else {
+        // Same scale: the next frame moves what is drawn and paints only the uncovered strips.
+        this.shiftX += (this.tx - tx) * this.dpr;
+        this.shiftY += (this.ty - ty) * this.dpr;
+        this.requestDraw();
       }
-      // Same scale: the next frame moves what is drawn and paints only the uncovered strips.
-      this.shiftX += (this.tx - tx) * this.dpr;
-      this.shiftY += (this.ty - ty) * this.dpr;
-      this.requestDraw();
+      this.share(["view"]);
+    }
+
+    /* The view as viewers in step share it: the zoom relative to "fit", and the point at the
+     * canvas's centre as a fraction of the image's width and height. Null until the canvas
+     * has a size. */
+    sharedView() {
+      if (!this.cssW || !this.cssH) return null;
+      return {
+        zoom: this.scale / this.fitScale(),
+        cx: (this.cssW / 2 - this.tx) / this.scale / this.W,
+        cy: (this.cssH / 2 - this.ty) / this.scale / this.H,
+      };
+    }
+
+    setView(view) {
+      const fit = this.fitScale();
+      const next = clamp(fit * view.zoom, fit, Math.max(MAX_SCALE, fit));
+      this.scale = next;
+      this.tx = this.cssW / 2 - view.cx * this.W * next;
+      this.ty = this.cssH / 2 - view.cy * this.H * next;
+      this.fitted = Math.abs(next - fit) < 1e-6;
+      this.clampPan(); // also centres an image smaller than the canvas, as fit() does
+      this.viewChanged();
+    }
+
+    /* The person changed `what` here: the other viewers in step take it too. They apply it
+     * with `following` set, so nothing comes back (no loop), whatever events it fires. */
+    share(what) {
+      if (this.following || !this.group) return;
+      this.group.sam3Leader = this; // remembered while paused, to align on resuming
+      const peers = peersOf(this);
+      if (!peers.length) return;
+      const state = { opacity: this.opacity, threshold: this.threshold, view: this.sharedView() };
+      for (const other of peers) other.follow(state, what);
+    }
+
+    follow(state, what) {
+      this.following = true;
+      try {
+        if (what.includes("opacity") && state.opacity !== this.opacity) {
+          this.setOpacity(state.opacity);
+        }
+        if (what.includes("threshold") && state.threshold !== this.threshold) {
+          this.setThreshold(state.threshold);
+        }
+        if (what.includes("view") && state.view && this.cssW && this.levels.length) {
+          this.setView(state.view);
+        }
+      } finally {
+        this.following = false;
+      }
+    }
+
+    /* For window.sam3Viewer.all(): what this viewer shows now. */
+    describe() {
+      const view = this.data ? this.sharedView() : null;
+      return {
+        url: this.url,
+        run: this.data ? this.data.run : null,
+        ready: this.ready,
+        broken: Boolean(this.broken),
+        synced: syncOn(this.group),
+        opacity: this.opacity,
+        threshold: this.threshold,
+        visible: this.data ? this.visibleNumbers() : null,
+        shown: this.data ? this.visibleNumbers().length : null,
+        scale: this.scale,
+        zoom: view ? view.zoom : null,
+        centre: view ? { x: view.cx, y: view.cy } : null,
+        tx: this.tx,
+        ty: this.ty,
+        dpr: this.dpr,
+        width: this.W,
+        height: this.H,
+      };
     }
 
     /* An image larger than the canvas cannot leave a gap at its edges; a smaller one stays
@@ -1073,18 +1210,33 @@
     const roots = [];
     if (scope.matches && scope.matches(".sam3-viewer")) roots.push(scope);
     scope.querySelectorAll(".sam3-viewer").forEach((r) => roots.push(r));
-    for (const root of roots) {
-      if (root.sam3viewer) continue;
-      if (current && current.gone()) current.dispose();
-      current = new Viewer(root);
+    // Viewers whose part of the page htmx replaced are let go.
+    for (let n = viewers.length - 1; n >= 0; n--) {
+      if (viewers[n].gone()) viewers.splice(n, 1)[0].dispose();
     }
+    for (const root of roots) {
+      if (!root.sam3viewer) viewers.push(new Viewer(root));
+    }
+    bindSyncToggles(scope);
   }
 
-  // The live viewer once its data is in; before that (or if it failed, and the page shows the
-  // server's composite) there is no view: visible() is null, meaning "every instance".
-  const v = () => (current && !current.disposed && !current.broken && current.data ? current : null);
+  // The latest viewer started, once its data is in; before that (or if it failed, and the page
+  // shows the server's composite) there is no view: visible() is null, meaning "every instance".
+  const latest = () => {
+    for (let n = viewers.length - 1; n >= 0; n--) if (!viewers[n].gone()) return viewers[n];
+    return null;
+  };
+  const v = () => {
+    const c = latest();
+    return c && !c.broken && c.data ? c : null;
+  };
+  const inPageOrder = (a, b) =>
+    a.root.compareDocumentPosition(b.root) & Node.DOCUMENT_POSITION_FOLLOWING ? -1 : 1;
   window.sam3Viewer = {
     booted: true,
+    /** Every viewer on the page, in page order: run, ready, opacity, threshold, visible, zoom
+     * (relative to fit), centre (fractions of the image), scale, tx, ty, dpr, synced... */
+    all: () => viewers.filter((x) => !x.gone()).sort(inPageOrder).map((x) => x.describe()),
     /** Numbers of the instances drawn now (shown, and at or above the minimum score). */
     visible: () => (v() ? v().visibleNumbers() : null),
     threshold: () => (v() ? v().threshold : 0),
