@@ -14,6 +14,9 @@ the mask (about 8 ms for 12 MP), so a decoded mask yields both its region and it
 both are remembered in the cache, keyed by the mask's version (its file never changes once
 copied; a retried copy has a new ``copied_at`` and so a new key). The first viewer.json of a
 run decodes each mask once; the browser's crop requests that follow are then cache hits.
+
+A public link (``share_views``) serves the same two with its own URLs (``Links``), so its
+viewer.json never points into the signed-in app.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
@@ -42,21 +47,42 @@ CROP_CACHE_SECONDS = 24 * 3600
 Rect = tuple[int, int, int, int]  # x, y, width, height in image pixels
 
 
+@dataclass(frozen=True)
+class Links:
+    """Where the viewer finds a run's files: the team's URLs, or those of a public link
+    (``share_views``), which must never point back into the signed-in app."""
+
+    image: str
+    crop: Callable[[int], str]  # instance number -> URL of its crop (before ``?v=``)
+    mask: Callable[[int], str]  # instance number -> URL of its full-size mask
+    run_id: str | None  # named in the JSON for the team; a public link does not reveal it
+
+
+def team_links(run: Run) -> Links:
+    return Links(
+        image=reverse("image_file", args=[run.image_id]),
+        crop=lambda number: reverse("mask_crop", args=[run.pk, number]),
+        mask=lambda number: reverse("mask_file", args=[run.pk, number]),
+        run_id=str(run.pk),
+    )
+
+
 @require_GET
 def viewer_data(request: HttpRequest, run_id: Any) -> HttpResponse:
     run = get_object_or_404(Run.objects.select_related("image"), pk=run_id)
+    return viewer_response(request, run, team_links(run))
+
+
+def viewer_response(request: HttpRequest, run: Run, links: Links) -> HttpResponse:
+    """viewer.json for ``run``, its URLs made by ``links``."""
     image = run.image
     masks = list(run.masks.all())
     body = json.dumps(
         {
-            "run": str(run.pk),
+            "run": links.run_id,
             "settled": run.settled,
-            "image": {
-                "url": reverse("image_file", args=[image.pk]),
-                "width": image.width,
-                "height": image.height,
-            },
-            "instances": [_instance(run, m, image.width, image.height) for m in masks],
+            "image": {"url": links.image, "width": image.width, "height": image.height},
+            "instances": [_instance(links, m, image.width, image.height) for m in masks],
             "prompts": {"points": run.points, "boxes": run.boxes},
         },
         separators=(",", ":"),
@@ -78,6 +104,11 @@ def mask_crop(request: HttpRequest, run_id: Any, number: int) -> HttpResponse:
     mask = get_object_or_404(
         Mask.objects.select_related("run__image"), run_id=run_id, index=number - 1
     )
+    return crop_response(mask)
+
+
+def crop_response(mask: Mask, cache_control: str = CROP_CACHE_CONTROL) -> HttpResponse:
+    """One instance's crop as a PNG (see the module's docstring); 404 when there is none."""
     if not mask.file:
         raise Http404("This mask could not be copied.")
     image = mask.run.image
@@ -87,17 +118,17 @@ def mask_crop(request: HttpRequest, run_id: Any, number: int) -> HttpResponse:
         if png is None:
             raise Http404("This mask is empty.")
     response = HttpResponse(png, content_type="image/png")
-    response["Cache-Control"] = CROP_CACHE_CONTROL
+    response["Cache-Control"] = cache_control
     response["Content-Security-Policy"] = "default-src 'none'"
     return response
 
 
-def _instance(run: Run, mask: Mask, width: int, height: int) -> dict[str, Any]:
+def _instance(links: Links, mask: Mask, width: int, height: int) -> dict[str, Any]:
     r, g, b = PALETTE[mask.index % len(PALETTE)]
     rect = _crop_rect(mask, width, height) if mask.file else None
     crop_url = None
     if rect is not None:
-        crop_url = reverse("mask_crop", args=[run.pk, mask.number]) + f"?v={_version(mask)}"
+        crop_url = links.crop(mask.number) + f"?v={_version(mask)}"
     return {
         "number": mask.number,
         "index": mask.index,
@@ -107,7 +138,7 @@ def _instance(run: Run, mask: Mask, width: int, height: int) -> dict[str, Any]:
         "colour": f"#{r:02x}{g:02x}{b:02x}",
         "crop": list(rect) if rect else None,
         "crop_url": crop_url,
-        "mask_url": reverse("mask_file", args=[run.pk, mask.number]) if mask.file else None,
+        "mask_url": links.mask(mask.number) if mask.file else None,
         "error": mask.error,
     }
 
