@@ -57,7 +57,10 @@ class HistoryFilter(forms.Form):
         widget=forms.TextInput(attrs={"type": "search", "placeholder": "e.g. cat, wheel"}),
     )
     status = forms.MultipleChoiceField(
-        label="Status", required=False, choices=Run.Status.choices, widget=forms.SelectMultiple
+        label="Status",
+        required=False,
+        choices=Run.Status.choices,
+        widget=forms.CheckboxSelectMultiple,
     )
     owner = forms.ModelChoiceField(
         label="Teammate",

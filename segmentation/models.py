@@ -216,6 +216,12 @@ class Run(models.Model):
         return None
 
     @property
+    def cost_text(self) -> str:
+        """The shown cost in dollars without trailing zeros ("$0.005"), or "" for none."""
+        cost = self.cost_shown
+        return "" if cost is None else f"${cost.normalize():f}"
+
+    @property
     def cost_is_estimate(self) -> bool:
         return self.cost is None and self.cost_shown is not None
 

@@ -202,10 +202,10 @@ def test_four_runs_keep_the_order_given_and_show_results_facts(signed_in: Client
         " ".join(part.split("</dd>")[0].split()) for part in html.split('<dd class="cost">')[1:]
     ]
     assert costs == [
-        '~$0.0050 <span class="estimate">estimate</span>',
+        '~$0.005 <span class="estimate">estimate</span>',
         "$0.0042",
         "not billed",
-        '~$0.0050 <span class="estimate">estimate</span>',
+        '~$0.005 <span class="estimate">estimate</span>',
     ]
     assert "1234 ms" in html
     assert html.count("ada") >= 4  # the owner, in every column
