@@ -300,3 +300,38 @@ def test_the_query_uses_an_index_not_a_scan(user, picture) -> None:
             plan = " ".join(str(row[-1]) for row in cur.fetchall())
         assert "USE TEMP B-TREE" not in plan, (key, plan)
         assert "INDEX" in plan, (key, plan)
+
+
+RUN_PATHS = [
+    "/runs/{}/",
+    "/runs/{}/status/",
+    "/runs/{}/thumb.jpg",
+    "/runs/{}/overlay.png",
+    "/runs/{}/viewer.json",
+    "/runs/{}/masks/1.png",
+    "/runs/{}/export/json",
+    "/runs/{}/delete/",
+    "/runs/{}/reuse/",
+]
+BAD_IDS = [
+    "00000000-0000-0000-0000-000000000000",  # well formed, no such run
+    "not-a-uuid",
+    "12345",
+    "' OR 1=1 --",
+    "0" * 500,
+]
+
+
+@pytest.mark.parametrize("path", RUN_PATHS)
+@pytest.mark.parametrize("run_id", BAD_IDS)
+def test_unknown_or_malformed_run_ids_are_404(signed_in: Client, path: str, run_id: str) -> None:
+    response = signed_in.get(path.format(run_id))
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("action", ["share", "unshare", "resubmit", "check-again", "retry-copy"])
+@pytest.mark.parametrize("run_id", BAD_IDS)
+def test_actions_on_unknown_or_malformed_ids_are_404(
+    signed_in: Client, action: str, run_id: str
+) -> None:
+    assert signed_in.post(f"/runs/{run_id}/{action}/").status_code == 404
