@@ -60,6 +60,13 @@ def test_every_page_is_accessible(page, worker, standin, live_server, width: int
 
     page.goto(f"{live_server.url}/runs/")
     problems["history"] = serious(page)
+    shot(page, f"a11y-history-{width}")
+    page.goto(f"{live_server.url}/runs/?status=bogus&since=nope")
+    problems["history with filter errors"] = serious(page)
+    page.goto(f"{live_server.url}/usage/")
+    problems["usage"] = serious(page)
+    page.goto(f"{live_server.url}/runs/{Run.objects.get().pk}/delete/")
+    problems["delete"] = serious(page)
     page.goto(f"{live_server.url}/runs/not-a-run/")
     problems["404"] = serious(page)
     page.context.clear_cookies()

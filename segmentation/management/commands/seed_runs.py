@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from segmentation.seed import SEED_PASSWORD, default_images_dir, seed_runs
+
+
+class Command(BaseCommand):
+    help = (
+        "Make N realistic runs (with their masks, overlays and thumbnails) for demos and "
+        "benchmarks, spread over teammates and the last 18 months. See segmentation/seed.py."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("n", type=int, help="How many runs to make.")
+        parser.add_argument("--users", type=int, default=5, help="Teammates (default 5).")
+        parser.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+        parser.add_argument(
+            "--images",
+            type=Path,
+            default=None,
+            help=f"Folder of images to use (default {default_images_dir()}).",
+        )
+        parser.add_argument(
+            "--fast",
+            action="store_true",
+            help="Hard-link each run's files to a shared first copy instead of writing copies "
+            "(quicker, no disk growth; each run still has files of its own names).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        n = options["n"]
+        if n < 0:
+            raise CommandError("N must be 0 or more.")
+        if not 1 <= options["users"] <= 1000:
+            raise CommandError("--users must be between 1 and 1000.")
+        step = max(1000, n // 20)
+
+        def progress(done: int, total: int) -> None:
+            if done % step < 1000 or done == total:
+                self.stdout.write(f"  {done:,} of {total:,} runs")
+
+        try:
+            report = seed_runs(
+                n,
+                users=options["users"],
+                seed=options["seed"],
+                images_dir=options["images"],
+                fast=options["fast"],
+                progress=progress if options["verbosity"] >= 1 else None,
+            )
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from None
+
+        statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(report.statuses.items()))
+        self.stdout.write(
+            f"Made {report.runs:,} runs ({statuses}) with {report.masks:,} masks and "
+            f"{report.files:,} files ({report.linked:,} of them hard links) "
+            f"in {report.seconds:.1f} s ({report.render_seconds:.1f} s drawing "
+            f"{report.variants} mask variants on {len(report.images)} images)."
+        )
+        if report.users_created:
+            self.stdout.write(
+                f"Created teammates {', '.join(report.users_created)} "
+                f'with the password "{SEED_PASSWORD}".'
+            )
+        self.stdout.write(f"Runs belong to: {', '.join(report.users)}.")
