@@ -38,6 +38,11 @@ class SourceImage(models.Model):
         return f"{self.original_name or self.sha256[:12]} ({self.width}×{self.height})"
 
 
+# The columns the history page filters on (see Run.Meta.indexes).
+FILTERED = ["owner", "point_count", "box_count", "prompt_text"]
+PROMPT_INDEXED = 250
+
+
 class Run(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting to submit"
@@ -129,7 +134,9 @@ class Run(models.Model):
 
     # Copies of parts of `input` and of the result, kept in columns so the history page can
     # filter, search and sort a large table with indexes instead of reading JSON row by row.
-    prompt_text = models.CharField(max_length=1000, blank=True, editable=False)
+    # The first PROMPT_INDEXED characters only: it sits in indexes, and PostgreSQL refuses
+    # index entries over ~2.7 kB (SAM 3 concepts are short noun phrases anyway).
+    prompt_text = models.CharField(max_length=PROMPT_INDEXED, blank=True, editable=False)
     point_count = models.PositiveSmallIntegerField(default=0, editable=False)
     box_count = models.PositiveSmallIntegerField(default=0, editable=False)
     mask_count = models.PositiveIntegerField(default=0, editable=False)
@@ -151,13 +158,16 @@ class Run(models.Model):
         ordering = ["-created_at", "-id"]
         # The history page pages by keyset (sort key, then id): each sort and the common
         # filters have an index that yields rows already in that order.
+        # Filters are checked inside the first two indexes (they carry every filtered
+        # column), so a rare filter or a prompt search scans a narrow index, not the wide rows.
         indexes = [
-            models.Index(fields=["created_at", "id"], name="run_created_idx"),
-            models.Index(fields=["status", "created_at", "id"], name="run_status_idx"),
+            models.Index(fields=["created_at", "id", "status", *FILTERED], name="run_created_idx"),
+            models.Index(fields=["status", "created_at", "id", *FILTERED], name="run_status_idx"),
             models.Index(fields=["owner", "created_at", "id"], name="run_owner_idx"),
             models.Index(fields=["duration_ms", "id"], name="run_duration_idx"),
             models.Index(fields=["mask_count", "id"], name="run_masks_idx"),
-            models.Index(fields=["cost", "id"], name="run_cost_idx"),
+            models.Index(fields=["owner", "duration_ms", "id"], name="run_owner_duration_idx"),
+            models.Index(fields=["owner", "mask_count", "id"], name="run_owner_masks_idx"),
             # The usage page's aggregate reads only these columns: the index covers it.
             models.Index(
                 fields=["owner", "created_at", "status", "cost", "duration_ms"],
@@ -185,7 +195,7 @@ class Run(models.Model):
     def derive_columns(self) -> None:
         """Fill the searchable copies of `input` (see prompt_text)."""
         data = self.input if isinstance(self.input, dict) else {}
-        self.prompt_text = str(data.get("prompt") or "")[:1000]
+        self.prompt_text = str(data.get("prompt") or "")[:PROMPT_INDEXED]
         self.point_count = len(data.get("point_prompts") or [])
         self.box_count = len(data.get("box_prompts") or [])
 
