@@ -25,16 +25,7 @@ MAX_RUNS = 4
 MAX_VALUES = 50
 SHOWN_CHARS = 40  # how much of a malformed id the error message repeats
 
-# The options of SAM 3's input schema, in the run form's order.
-OPTIONS = (
-    "apply_mask",
-    "return_multiple_masks",
-    "max_masks",
-    "include_scores",
-    "include_boxes",
-    "sync_mode",
-    "output_format",
-)
+OPTIONS = Run.OPTION_NAMES
 
 
 def _shown(value: str) -> str:

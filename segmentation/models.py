@@ -68,6 +68,16 @@ class Run(models.Model):
     # Nothing will change without someone acting (resubmit, check again), so pages stop polling.
     FINAL_STATUSES = TERMINAL_STATUSES | {Status.NOT_SUBMITTED, Status.STALE}
     LOCAL_STATUSES = frozenset({Status.PENDING, Status.SUBMITTING})
+    # The options of SAM 3's input schema, in the run form's order.
+    OPTION_NAMES = (
+        "apply_mask",
+        "return_multiple_masks",
+        "max_masks",
+        "include_scores",
+        "include_boxes",
+        "sync_mode",
+        "output_format",
+    )
     AT_RUNFLOW = frozenset({Status.QUEUED, Status.DISPATCHING, Status.RUNNING})
 
     # A UUID, not a counter: it is also the Idempotency-Key and client_ref at Runflow, which

@@ -26,15 +26,7 @@ MAX_IMAGES = 20
 # so the page cannot be made to show another name for an image.
 KEPT_SALT = "sam3web.reuse-kept-image"
 KEPT_MAX_AGE = 7 * 24 * 3600
-OPTION_NAMES = (
-    "apply_mask",
-    "return_multiple_masks",
-    "max_masks",
-    "include_scores",
-    "include_boxes",
-    "sync_mode",
-    "output_format",
-)
+OPTION_NAMES = Run.OPTION_NAMES
 BOOLEAN_OPTIONS = frozenset(
     name for name in OPTION_NAMES if isinstance(RunForm.base_fields[name], forms.BooleanField)
 )

@@ -408,18 +408,7 @@ def _serve(field: Any, content_type: str) -> FileResponse:
 def _run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
     image = run.image
     scale = max(image.width, image.height)
-    options = [
-        (name, run.input.get(name))
-        for name in (
-            "apply_mask",
-            "return_multiple_masks",
-            "max_masks",
-            "include_scores",
-            "include_boxes",
-            "sync_mode",
-            "output_format",
-        )
-    ]
+    options = [(name, run.input.get(name)) for name in Run.OPTION_NAMES]
     font_size = max(10, round(scale / 40))
     masks = list(run.masks.all())
     deliveries = list(run.deliveries.all()[:50])
