@@ -104,9 +104,12 @@ def test_filter_page_and_watch_a_run_finish_without_reloading(page, live_server,
     assert "4 masks" in card.inner_text() and "1,500 ms" in card.inner_text()
     assert page.locator(f'input[name="ids"][value="{running.pk}"]').is_checked()
 
-    # Two ticked runs go to the compare page.
+    # Two ticked runs go to the compare page; the button waits for the second.
+    compare = page.get_by_role("button", name="Compare selected")
+    assert compare.is_disabled() and "tick one more" in page.locator("#compare-form").inner_text()
     page.locator(f'input[name="ids"][value="{runs[27].pk}"]').check()
-    page.get_by_role("button", name="Compare selected").click()
+    assert compare.is_enabled() and "2 ticked" in page.locator("#compare-form").inner_text()
+    compare.click()
     page.wait_for_url("**/runs/compare/?ids=*")
     assert f"ids={running.pk}" in page.url and f"ids={runs[27].pk}" in page.url
 
