@@ -68,6 +68,8 @@ class Run(models.Model):
     # Nothing will change without someone acting (resubmit, check again), so pages stop polling.
     FINAL_STATUSES = TERMINAL_STATUSES | {Status.NOT_SUBMITTED, Status.STALE}
     LOCAL_STATUSES = frozenset({Status.PENDING, Status.SUBMITTING})
+    # Runflow bills every image it runs; failed runs and runs it never took are free.
+    NOT_BILLED = frozenset({Status.FAILED, Status.CANCELED, Status.NOT_SUBMITTED})
     # The options of SAM 3's input schema, in the run form's order.
     OPTION_NAMES = (
         "apply_mask",
@@ -221,24 +223,14 @@ class Run(models.Model):
         return secrets.token_urlsafe(32)
 
     @property
-    def billed(self) -> bool:
-        """Runflow bills every image it ran; failed runs and runs it never took are free."""
-        return self.status not in (
-            self.Status.FAILED,
-            self.Status.CANCELED,
-            self.Status.NOT_SUBMITTED,
-            self.Status.PENDING,
-            self.Status.SUBMITTING,
-        )
-
-    @property
     def cost_shown(self) -> Decimal | None:
-        """Runflow's figure when it has arrived; until then the list price, for runs it bills."""
+        """Runflow's figure once it has arrived; until then the list price (an estimate), for
+        every run that is or will be billed; None for runs that are not billed."""
         if self.cost is not None:
             return self.cost
-        if self.billed or self.status in (self.Status.PENDING, self.Status.SUBMITTING):
-            return settings.SAM3WEB_PRICE_PER_IMAGE
-        return None
+        if self.status in self.NOT_BILLED:
+            return None
+        return settings.SAM3WEB_PRICE_PER_IMAGE
 
     @property
     def cost_text(self) -> str:

@@ -37,8 +37,7 @@ from .models import Run
 
 MONTHS = 12
 PERIODS = [("year", "Last 12 months"), ("all", "All time")]
-# Runflow bills every run it ran; these it did not (Run.billed, Run.cost_shown).
-NOT_BILLED = [Run.Status.FAILED, Run.Status.CANCELED, Run.Status.NOT_SUBMITTED]
+NOT_BILLED = sorted(Run.NOT_BILLED)  # as Run.cost_shown has it
 
 
 class UsageFilter(forms.Form):
