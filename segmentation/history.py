@@ -187,7 +187,11 @@ def _beyond(sort: Sort, value: Any, run_id: uuid.UUID, forward: bool) -> Q:
         # Inside the NULL tail: only the id moves on; going back leaves the tail for values.
         q = Q(**{f"{f}__isnull": True, f"id__{cmp}": run_id})
         return q if forward else q | Q(**{f"{f}__isnull": False})
-    q = Q(**{f"{f}__{cmp}": value}) | Q(**{f: value, f"id__{cmp}": run_id})
+    # The first condition says nothing new, but it is a range the database can start the
+    # index scan from; without it SQLite walks the index from the top to the cursor.
+    q = Q(**{f"{f}__{cmp}e": value}) & (
+        Q(**{f"{f}__{cmp}": value}) | Q(**{f: value, f"id__{cmp}": run_id})
+    )
     if sort.nullable:
         q = q | Q(**{f"{f}__isnull": True}) if forward else q & Q(**{f"{f}__isnull": False})
     return q

@@ -335,3 +335,22 @@ def test_actions_on_unknown_or_malformed_ids_are_404(
     signed_in: Client, action: str, run_id: str
 ) -> None:
     assert signed_in.post(f"/runs/{run_id}/{action}/").status_code == 404
+
+
+@pytest.mark.parametrize("key", [k for k, s in history.SORTS.items() if not s.nullable])
+@pytest.mark.parametrize("forward", [True, False])
+def test_a_later_page_starts_its_index_scan_at_the_cursor(user, picture, key, forward) -> None:
+    """Page 4,000 costs what page 1 costs: the cursor is a range on the sort's index, so the
+    database starts reading there instead of walking to it from the top."""
+    from django.db import connection
+
+    run = make(user, picture, minutes_ago=1)
+    sort = history.SORTS[key]
+    value, run_id = history.decode_cursor(history.encode_cursor(run, sort), sort)
+    qs = Run.objects.filter(history._beyond(sort, value, run_id, forward))
+    sql, params = qs.order_by(*history._ordering(sort, forward))[:25].query.sql_with_params()
+    with connection.cursor() as cur:
+        cur.execute("EXPLAIN QUERY PLAN " + sql, params)
+        plan = " ".join(str(row[-1]) for row in cur.fetchall())
+    assert plan.startswith("SEARCH") and f"{sort.field}" in plan and "?" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
