@@ -177,24 +177,26 @@ def decode_cursor(token: str, sort: Sort) -> tuple[Any, uuid.UUID]:
     return value, run_id
 
 
-def _beyond(sort: Sort, value: Any, run_id: uuid.UUID, forward: bool) -> Q:
-    """Rows strictly after (value, id) in the sort's order (or before it, going back).
-    NULL sort values come after every other value, in id order among themselves."""
+def _beyond(sort: Sort, value: Any, run_id: uuid.UUID, forward: bool) -> list[Q]:
+    """Rows strictly after (value, id) in the sort's order (or before it, going back), as
+    disjoint parts that follow one another in that order. NULL sort values come after every
+    other value, in id order among themselves. Parts, not one OR: each part is a range the
+    database can seek to in the sort's index, where an OR of the two would make it scan."""
     later = sort.descending == forward  # "after" means smaller values in a descending sort
     cmp = "lt" if later else "gt"
     f = sort.field
     if value is None:
         # Inside the NULL tail: only the id moves on; going back leaves the tail for values.
-        q = Q(**{f"{f}__isnull": True, f"id__{cmp}": run_id})
-        return q if forward else q | Q(**{f"{f}__isnull": False})
+        tail = Q(**{f"{f}__isnull": True, f"id__{cmp}": run_id})
+        return [tail] if forward else [tail, Q(**{f"{f}__isnull": False})]
     # The first condition says nothing new, but it is a range the database can start the
     # index scan from; without it SQLite walks the index from the top to the cursor.
     q = Q(**{f"{f}__{cmp}e": value}) & (
         Q(**{f"{f}__{cmp}": value}) | Q(**{f: value, f"id__{cmp}": run_id})
     )
-    if sort.nullable:
-        q = q | Q(**{f"{f}__isnull": True}) if forward else q & Q(**{f"{f}__isnull": False})
-    return q
+    if sort.nullable and forward:
+        return [q, Q(**{f"{f}__isnull": True})]
+    return [q]
 
 
 def _ordering(sort: Sort, forward: bool) -> list[Any]:
@@ -221,11 +223,16 @@ def page_of(queryset: QuerySet[Run], sort: Sort, *, after: str = "", before: str
     """One page of `queryset` in `sort` order: the first, the one after cursor `after`, or the
     one before cursor `before`. Raises BadCursor for a cursor that is not ours."""
     forward = not before
-    qs = queryset
+    parts = [Q()]
     if after or before:
         value, run_id = decode_cursor(after or before, sort)
-        qs = qs.filter(_beyond(sort, value, run_id, forward))
-    rows = list(qs.order_by(*_ordering(sort, forward))[: PER_PAGE + 1])
+        parts = _beyond(sort, value, run_id, forward)
+    ordering = _ordering(sort, forward)
+    rows: list[Run] = []
+    for part in parts:  # the next part only when the one before ran out
+        rows += queryset.filter(part).order_by(*ordering)[: PER_PAGE + 1 - len(rows)]
+        if len(rows) > PER_PAGE:
+            break
     more = len(rows) > PER_PAGE
     if not forward and not more:
         # Back at the start: show the whole first page, not a short remainder.

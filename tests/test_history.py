@@ -337,7 +337,7 @@ def test_actions_on_unknown_or_malformed_ids_are_404(
     assert signed_in.post(f"/runs/{run_id}/{action}/").status_code == 404
 
 
-@pytest.mark.parametrize("key", [k for k, s in history.SORTS.items() if not s.nullable])
+@pytest.mark.parametrize("key", list(history.SORTS))
 @pytest.mark.parametrize("forward", [True, False])
 def test_a_later_page_starts_its_index_scan_at_the_cursor(user, picture, key, forward) -> None:
     """Page 4,000 costs what page 1 costs: the cursor is a range on the sort's index, so the
@@ -347,7 +347,7 @@ def test_a_later_page_starts_its_index_scan_at_the_cursor(user, picture, key, fo
     run = make(user, picture, minutes_ago=1)
     sort = history.SORTS[key]
     value, run_id = history.decode_cursor(history.encode_cursor(run, sort), sort)
-    qs = Run.objects.filter(history._beyond(sort, value, run_id, forward))
+    qs = Run.objects.filter(history._beyond(sort, value, run_id, forward)[0])
     sql, params = qs.order_by(*history._ordering(sort, forward))[:25].query.sql_with_params()
     with connection.cursor() as cur:
         cur.execute("EXPLAIN QUERY PLAN " + sql, params)
