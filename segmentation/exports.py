@@ -100,6 +100,20 @@ def rle_area(counts: Sequence[int]) -> int:
 
 # --- what I see ---------------------------------------------------------------------------------
 
+# The downloads a run page offers: (format in the URL, button, what it holds).
+LINKS = (
+    ("masks.zip", "ZIP of masks", "One PNG per mask at the image's size, with instances.json"),
+    ("json", "JSON", "Run, prompts, options, and each instance's score, box and area"),
+    ("coco", "COCO", "Instance segmentation with RLE masks, for pycocotools"),
+    ("composite.png", "Composite PNG", "The image with the masks, boxes and scores drawn on it"),
+)
+
+
+def links(url: Callable[[str], str]) -> list[dict[str, str]]:
+    """LINKS with each format's URL, as `url(fmt)` makes it (the team's or a public link's)."""
+    return [{"fmt": f, "label": label, "help": text, "url": url(f)} for f, label, text in LINKS]
+
+
 MAX_QUERY_LENGTH = 4096
 MAX_PARAM_LENGTH = 1000
 PARAMETERS = ("visible", "threshold", "colours", "opacity")

@@ -32,7 +32,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from . import export_views, viewer_views
+from . import export_views, exports, viewer_views
 from .export_views import Public
 from .models import Mask, Run
 from .viewer_views import Links
@@ -175,15 +175,7 @@ def shared_run(request: HttpRequest, run: Run) -> HttpResponse:
         viewer_url=reverse("shared_viewer_data", args=[token]),
         # The viewer's markup names its controls after the run; here after the link instead.
         viewer_run={"id": "shared", "points": run.points, "boxes": run.boxes},
-        exports=[
-            (fmt, label, reverse("shared_export", args=[token, fmt]))
-            for fmt, label in (
-                ("masks.zip", "ZIP of masks"),
-                ("json", "JSON"),
-                ("coco", "COCO"),
-                ("composite.png", "Composite PNG"),
-            )
-        ],
+        exports=exports.links(lambda fmt: reverse("shared_export", args=[token, fmt])),
     )
     response = render(request, "segmentation/shared_run.html", context)
     response["Cache-Control"] = PAGE_CACHE_CONTROL

@@ -15,11 +15,12 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from . import callbacks, history
+from . import callbacks, exports, history
 from .deletion import delete_run
 from .forms import RunForm
 from .history import HistoryFilter
@@ -418,6 +419,7 @@ def _run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]
     return {
         "run": run,
         "can_delete": bool(request and run.can_delete(request.user)),
+        "exports": exports.links(lambda fmt: reverse("run_export", args=[run.pk, fmt])),
         "image": image,
         "options": options,
         "masks": masks,
