@@ -363,19 +363,25 @@ class RunForm(forms.Form):
                 )
                 break
 
+    def save(self, owner: Any, *, parent: Run | None = None) -> Run:
+        """The run this valid form describes, stored (the caller queues its submit, in the
+        same transaction). `parent` defaults to the run the form was filled in from."""
+        return Run.objects.create(
+            owner=owner,
+            image=self.source_image,
+            source_url=self.cleaned_data["source_url"],
+            input=self.run_input(),
+            metadata=self.cleaned_data["metadata"],
+            parent=parent or self.cleaned_data["parent"],
+        )
+
     def run_input(self) -> dict[str, Any]:
         """The model input as it will be sent, minus image_url (resolved when submitting)."""
         cd = self.cleaned_data
         data: dict[str, Any] = {
             # Always sent, even empty: a missing prompt means "wheel" to Runflow.
             "prompt": cd["prompt"],
-            "apply_mask": cd["apply_mask"],
-            "return_multiple_masks": cd["return_multiple_masks"],
-            "max_masks": cd["max_masks"],
-            "include_scores": cd["include_scores"],
-            "include_boxes": cd["include_boxes"],
-            "sync_mode": cd["sync_mode"],
-            "output_format": cd["output_format"],
+            **{name: cd[name] for name in Run.OPTION_NAMES},
         }
         if cd.get("point_prompts"):
             data["point_prompts"] = cd["point_prompts"]

@@ -58,14 +58,7 @@ def _start_runs(request: HttpRequest, form: ReuseForm) -> list[Run]:
         for taken in form.taken:
             run_form = taken.run_form
             assert run_form is not None  # a valid ReuseForm built one per image
-            run = Run.objects.create(
-                owner=request.user,
-                image=run_form.source_image,
-                source_url=run_form.cleaned_data["source_url"],
-                input=run_form.run_input(),
-                metadata=run_form.cleaned_data["metadata"],
-                parent=form.source,
-            )
+            run = run_form.save(request.user, parent=form.source)
             enqueue_submit(run)
             runs.append(run)
     count = len(runs)

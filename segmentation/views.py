@@ -73,14 +73,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
             form.add_error(None, "Runs cannot be submitted: no Runflow API key is configured.")
         elif form.is_valid():
             with transaction.atomic():
-                run = Run.objects.create(
-                    owner=request.user,
-                    image=form.source_image,
-                    source_url=form.cleaned_data["source_url"],
-                    input=form.run_input(),
-                    metadata=form.cleaned_data["metadata"],
-                    parent=form.cleaned_data["parent"],
-                )
+                run = form.save(request.user)
                 enqueue_submit(run)
             return redirect(run)
     status = 400 if form.is_bound else 200
