@@ -211,12 +211,10 @@ class Run(models.Model):
         self.point_count = len(data.get("point_prompts") or [])
         self.box_count = len(data.get("box_prompts") or [])
 
-    def can_delete(self, user: Any) -> bool:
+    def can_manage(self, user: Any) -> bool:
+        """The owner or an admin: may delete the run and make or revoke its public link.
+        Every signed-in teammate may see it."""
         return bool(user.is_authenticated and (user.is_staff or user.pk == self.owner_id))
-
-    def can_share(self, user: Any) -> bool:
-        """Public links are the owner's to make and revoke (admins may revoke any)."""
-        return bool(user.is_authenticated and (user.pk == self.owner_id or user.is_staff))
 
     def make_share_token(self) -> str:
         # 32 random bytes: unguessable, and not derived from anything an attacker could know.

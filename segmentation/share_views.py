@@ -53,7 +53,7 @@ FILE_CACHE_CONTROL = "private, max-age=600"
 @require_POST
 def run_share(request: HttpRequest, run_id: Any) -> HttpResponse:
     run = _run_or_404(run_id)
-    if not run.can_share(request.user):
+    if not run.can_manage(request.user):
         return _refused()
     with transaction.atomic():
         # Two clicks (or the owner and an admin) at once make one link: the second finds it.
@@ -79,7 +79,7 @@ def run_share(request: HttpRequest, run_id: Any) -> HttpResponse:
 @require_POST
 def run_unshare(request: HttpRequest, run_id: Any) -> HttpResponse:
     run = _run_or_404(run_id)
-    if not run.can_share(request.user):
+    if not run.can_manage(request.user):
         return _refused()
     revoked = Run.objects.filter(pk=run.pk, share_token__isnull=False).update(
         share_token=None, shared_at=None
@@ -100,7 +100,9 @@ def _done(request: HttpRequest, run: Run, note: str) -> HttpResponse:
     """htmx swaps the share panel in place (the note inside it); a plain form post goes back
     to the run's page with the note as a message."""
     if getattr(request, "htmx", False):
-        return render(request, "segmentation/_share.html", {"run": run, "share_note": note})
+        # Only reached by whoever may manage the run (checked before acting).
+        context = {"run": run, "share_note": note, "can_manage": True}
+        return render(request, "segmentation/_share.html", context)
     messages.success(request, note)
     return redirect(run.get_absolute_url() + "#share")
 

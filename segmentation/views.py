@@ -312,7 +312,7 @@ def run_delete(request: HttpRequest, run_id: Any) -> HttpResponse:
     """Delete a run and every file that is only its own. GET asks to confirm (so the page
     works without JavaScript); only the owner or an admin may delete."""
     run = _run_or_404(run_id)
-    if not run.can_delete(request.user):
+    if not run.can_manage(request.user):
         return render(
             request,
             "segmentation/run_delete.html",
@@ -411,7 +411,7 @@ def _run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]
     ).hexdigest()
     return {
         "run": run,
-        "can_delete": bool(request and run.can_delete(request.user)),
+        "can_manage": bool(request and run.can_manage(request.user)),
         "exports": exports.links(lambda fmt: reverse("run_export", args=[run.pk, fmt])),
         "image": image,
         "options": options,
