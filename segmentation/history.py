@@ -18,7 +18,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from .models import Run
@@ -83,11 +83,6 @@ class HistoryFilter(forms.Form):
         required=False,
         choices=[(key, s.label) for key, s in SORTS.items()],
     )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Labels read better as a teammate's name than as "username".
-        self.fields["owner"].label_from_instance = lambda u: u.get_username()  # type: ignore[attr-defined]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -200,8 +195,6 @@ def _beyond(sort: Sort, value: Any, run_id: uuid.UUID, forward: bool) -> list[Q]
 
 
 def _ordering(sort: Sort, forward: bool) -> list[Any]:
-    from django.db.models import F
-
     desc = sort.descending == forward
     field = F(sort.field)
     # NULLs last going forward, so first going back.
