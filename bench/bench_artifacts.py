@@ -35,7 +35,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT.parent / "shared" / "images"
+sys.path.insert(0, str(ROOT))
+from tests.sample_images import IMAGES  # noqa: E402
+
 MiB = 1024 * 1024
 MASK_SIZE = (1024, 1024)
 
@@ -60,13 +62,12 @@ def ingest_all(
     """Download and normalise every mask (one at a time: only its compressed 1-bit PNG is kept),
     then render the overlay from those PNGs and, given the image, the thumbnail. Returns the
     results and the wall time of each stage in ms. Raises ArtifactError like the pieces do."""
-    from segmentation.artifacts import (
-        colour_for,
-        download,
-        normalize_mask,
-        render_overlay,
-        render_thumbnail,
-    )
+    from segmentation.engines import get as get_engine
+    from segmentation.imaging.masks import normalize_mask
+    from segmentation.imaging.render import colour_for, render_overlay, render_thumbnail
+
+    # The way the copy task downloads: through the Runflow engine (its origin trusted).
+    download = get_engine("runflow").download
 
     times = {"download": 0.0, "normalize": 0.0, "overlay": 0.0, "thumbnail": 0.0}
     masks: list[dict] = []
@@ -75,7 +76,7 @@ def ingest_all(
         started = time.perf_counter()
         data = download(url, what=what)
         downloaded = time.perf_counter()
-        mask = normalize_mask(data, width, height, what=what)
+        mask = normalize_mask(data, width, height, what=what, provider="Runflow")
         del data
         times["download"] += downloaded - started
         times["normalize"] += time.perf_counter() - downloaded
@@ -127,8 +128,11 @@ def make_image(kind: str) -> bytes:
     data = (IMAGES / "large-4032x3024.jpg").read_bytes()
     if kind == "large":
         return data
-    im = Image.open(io.BytesIO(data))
-    im = im.crop((504, 0, 3528, 3024)).resize((1024, 1024), Image.Resampling.LANCZOS)
+    im = (
+        Image.open(io.BytesIO(data))
+        .crop((504, 0, 3528, 3024))
+        .resize((1024, 1024), Image.Resampling.LANCZOS)
+    )
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=90)
     return buf.getvalue()

@@ -28,7 +28,9 @@ import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT.parent / "shared" / "images"
+sys.path.insert(0, str(ROOT))
+from tests.sample_images import IMAGES  # noqa: E402
+
 MiB = 1024 * 1024
 
 # name: (file, read from disk inside the measured region?)
@@ -56,7 +58,8 @@ def child(case: str) -> None:
     import django
 
     django.setup()
-    from segmentation.images import ImageRejected, intake_bytes
+    from segmentation.imaging.decode import ImageRejected
+    from segmentation.imaging.intake import intake_bytes
 
     path, from_disk = CASES[case]
     intake_bytes((IMAGES / "cat.jpg").read_bytes())  # warm up imports and codecs

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import IMAGES, free_port, pct, start_gunicorn, throwaway_django  # noqa: E402
+from bench.common import free_port, pct, start_gunicorn, throwaway_django  # noqa: E402
+from tests.sample_images import IMAGES  # noqa: E402
 
 DATA = throwaway_django()
 
@@ -30,12 +31,12 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
-from segmentation import images  # noqa: E402
-from segmentation.callbacks import callback_token  # noqa: E402
-from segmentation.forms import store_image  # noqa: E402
+from runflow_standin import RunflowStandin  # noqa: E402
+from segmentation.engines.runflow.callbacks import callback_token  # noqa: E402
+from segmentation.engines.runflow.client import RunflowClient  # noqa: E402
+from segmentation.imaging.intake import intake_bytes  # noqa: E402
+from segmentation.imaging.store import store_image  # noqa: E402
 from segmentation.models import Run  # noqa: E402
-from segmentation.runflow import RunflowClient  # noqa: E402
-from tests.runflow_standin import RunflowStandin  # noqa: E402
 
 
 def start_app(port: int, public_url: str) -> subprocess.Popen:
@@ -100,7 +101,9 @@ def fragment_latency(base: str, user, repeats: int) -> None:
     browser = Client()
     browser.force_login(user)
     cookies = {"sessionid": browser.cookies["sessionid"].value}
-    image = Run.objects.first().image
+    first = Run.objects.first()
+    assert first is not None, "main() creates the runs before measuring"
+    image = first.image
     found: list[float] = []
     with (
         RunflowStandin(api_keys=["bench-key"]) as standin,
@@ -144,9 +147,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench", password="bench-password-123")
-    image = store_image(
-        images.intake_bytes((IMAGES / "cat.jpg").read_bytes()), original_name="cat.jpg", user=user
-    )
+    image = store_image(intake_bytes((IMAGES / "cat.jpg").read_bytes()), original_name="cat.jpg")
     runs = [
         Run.objects.create(
             owner=user,

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import IMAGES, pct, throwaway_django  # noqa: E402
+from bench.common import pct, throwaway_django  # noqa: E402
+from tests.sample_images import IMAGES  # noqa: E402
 
 DATA = throwaway_django()
 # 100,000 runs make a database of about 400 MB: remove the throwaway folder when done.
@@ -105,7 +106,9 @@ def page_bytes(client: Client) -> list[tuple[str, int]]:
     for src in IMG.findall(text):
         response = client.get(html.unescape(src))
         assert response.status_code == 200, src
-        thumbs += len(b"".join(response.streaming_content))
+        # A thumbnail is a FileResponse: getvalue() reads its streamed body in full.
+        assert response.streaming, src
+        thumbs += len(response.getvalue())
     assets = 0
     for href in ASSET.findall(text):
         path = html.unescape(href).split("?")[0].removeprefix(settings.STATIC_URL)

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import IMAGES, pct, throwaway_django  # noqa: E402
+from bench.common import pct, throwaway_django  # noqa: E402
+from tests.sample_images import IMAGES  # noqa: E402
 
 throwaway_django()
 
@@ -25,10 +26,11 @@ from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from bench.bench_submit_overhead import bare_post_ms  # noqa: E402
-from segmentation import images, runflow  # noqa: E402
+from runflow_standin import RunflowStandin  # noqa: E402
+from segmentation.engines.runflow import client as runflow  # noqa: E402
+from segmentation.imaging.intake import data_uri  # noqa: E402
 from segmentation.models import Run  # noqa: E402
 from segmentation.tasks import submit_run  # noqa: E402
-from tests.runflow_standin import RunflowStandin  # noqa: E402
 
 
 def post_form_ms(client: Client, name: str, repeat: int) -> list[float]:
@@ -92,7 +94,7 @@ def main() -> None:
         run = Run.objects.get(pk=run_ids[0])
         body_input = {
             **run.input,
-            "image_url": images.data_uri((IMAGES / "cat.jpg").read_bytes(), "image/jpeg"),
+            "image_url": data_uri((IMAGES / "cat.jpg").read_bytes(), "image/jpeg"),
         }
         body = runflow.build_create_body(input=body_input, client_ref=str(run.pk))
         bare = bare_post_ms(standin.base_url, "bench-key", runflow.encode_json(body), repeat)

@@ -26,16 +26,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
-from segmentation.runflow import (  # noqa: E402
+from runflow_standin import RunflowStandin  # noqa: E402
+from segmentation.engines.runflow.client import (  # noqa: E402
     SAM3_MODEL_PATH,
     USER_AGENT,
     RunflowClient,
     build_create_body,
     encode_json,
 )
-from tests.runflow_standin import RunflowStandin  # noqa: E402
+from tests.sample_images import IMAGES  # noqa: E402
 
-CAT = ROOT.parent / "shared" / "images" / "cat.jpg"
+CAT = IMAGES / "cat.jpg"
 API_KEY = "bench-key"
 # One context for the whole run, as our client keeps one per process.
 SSL_CONTEXT = httpx.create_ssl_context()
@@ -77,7 +78,7 @@ def client_create_ms(base_url: str, api_key: str, input: dict[str, Any], n: int)
 
 def cat_input() -> dict[str, Any]:
     """A realistic SAM 3 input: cat.jpg inline as a data: URI, as the app sends small images."""
-    from segmentation.images import data_uri
+    from segmentation.imaging.intake import data_uri
 
     return {
         "image_url": data_uri(CAT.read_bytes(), "image/jpeg"),

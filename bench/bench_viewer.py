@@ -36,6 +36,7 @@ from bench.common import (  # noqa: E402
     start_gunicorn,
     throwaway_django,
 )
+from tests.sample_images import IMAGES  # noqa: E402
 
 DATA = throwaway_django()
 
@@ -46,7 +47,7 @@ from django.test import Client  # noqa: E402
 
 from segmentation.models import Run  # noqa: E402
 
-PHOTO = ROOT.parent / "shared" / "images" / "large-4032x3024.jpg"
+PHOTO = IMAGES / "large-4032x3024.jpg"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SOURCE_IMAGE = re.compile(r"/images/\d+/$")
 

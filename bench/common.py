@@ -9,12 +9,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT.parent / "shared" / "images"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def throwaway_django(*, static_manifest: bool = False) -> str:
@@ -32,7 +33,7 @@ def throwaway_django(*, static_manifest: bool = False) -> str:
     return data
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
@@ -81,16 +82,17 @@ def finished_run(data: bytes, name: str, *, masks: int, owner=None) -> Iterator:
     several), stored as succeeded and queued for copying. The stand-in keeps serving the mask
     files until the block ends, so the real worker can copy them inside it."""
     from django.conf import settings
+    from django.db import transaction
 
-    from segmentation import images
-    from segmentation.forms import store_image
+    from runflow_standin import RunflowStandin
+    from segmentation.engines.runflow.client import RunflowClient
+    from segmentation.imaging.intake import data_uri, intake_bytes
+    from segmentation.imaging.store import store_image
     from segmentation.models import Run
-    from segmentation.runflow import RunflowClient
-    from segmentation.tasks import _enqueue_artifacts_now
-    from tests.runflow_standin import RunflowStandin
+    from segmentation.tasks import enqueue_copy
 
-    taken = images.intake_bytes(data)
-    image = store_image(taken, original_name=name, user=owner)
+    taken = intake_bytes(data)
+    image = store_image(taken, original_name=name)
     prompt = {
         "prompt": "objects",
         "return_multiple_masks": True,
@@ -103,17 +105,18 @@ def finished_run(data: bytes, name: str, *, masks: int, owner=None) -> Iterator:
         run = Run.objects.create(owner=owner, image=image, input=prompt)
         with RunflowClient(base_url=standin.base_url, api_key="k") as client:
             made = client.create_run(
-                input={"image_url": images.data_uri(taken.data, taken.content_type), **prompt},
+                input={"image_url": data_uri(taken.data, taken.content_type), **prompt},
                 idempotency_key=str(run.id),
             )
             standin.finish(made["id"])
             output = client.get_run(made["id"])["output"]
-        Run.objects.filter(pk=run.pk).update(
-            status=Run.Status.SUCCEEDED,
-            provider_run_id=made["id"],
-            output=output,
-            cost="0.005",
-            artifacts=Run.Artifacts.PENDING,
-        )
-        _enqueue_artifacts_now(str(run.pk))
+        with transaction.atomic():
+            Run.objects.filter(pk=run.pk).update(
+                status=Run.Status.SUCCEEDED,
+                provider_run_id=made["id"],
+                output=output,
+                cost="0.005",
+                artifacts=Run.Artifacts.PENDING,
+            )
+            enqueue_copy(run.pk)
         yield run

@@ -120,6 +120,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_tasks_db",
+    "accounts",
     "segmentation",
 ]
 
@@ -258,6 +259,8 @@ SAM3WEB_POLL_DEADLINE = envint("SAM3WEB_POLL_DEADLINE", 30 * 60, minimum=1)
 # Downloading Runflow's masks and previews into our storage.
 SAM3WEB_ARTIFACT_TIMEOUT = envfloat("SAM3WEB_ARTIFACT_TIMEOUT", 30.0, minimum=0.1)
 SAM3WEB_ARTIFACT_MAX_BYTES = envint("SAM3WEB_ARTIFACT_MAX_BYTES", 50 * 1024 * 1024, minimum=1)
+# Seconds before the second try of a download that may pass (a 5xx, a time-out); doubled after.
+SAM3WEB_ARTIFACT_BACKOFF = envfloat("SAM3WEB_ARTIFACT_BACKOFF", 0.5)
 # Runflow's list price per image: shown, marked as an estimate, until a run's real cost arrives.
 SAM3WEB_PRICE_PER_IMAGE = Decimal("0.005")
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import Run, SourceImage
+from segmentation.models import Run, SourceImage
 
 
 @admin.register(Run)
@@ -11,7 +11,7 @@ class RunAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["id", "provider_run_id", "input__prompt"]
     raw_id_fields = ["image", "owner"]
-    readonly_fields = ["created_at", "updated_at", "submitted_at", "submit_started_at"]
+    readonly_fields = ["created_at", "updated_at", "submitted_at"]
 
 
 @admin.register(SourceImage)

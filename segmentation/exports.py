@@ -9,7 +9,7 @@ holds one mask (and, for the composite, the image and its overlay) however many 
   shown as it is.
 * ``select`` applies a view to a run's masks: the instances to export, each with its colour.
 * ``run_json``, ``write_zip``, ``coco_json`` and ``composite_png`` build the four formats.
-* ``rle_counts``, ``rle_string`` and ``rle_encode`` are COCO's run-length encoding in pure Python
+* ``rle_counts`` and ``rle_string`` are COCO's run-length encoding in pure Python
   (pycocotools is only a test dependency): counts over the column-major (Fortran order) pixels
   starting with a run of zeros, then the compressed string of ``rleToString`` in COCO's
   ``maskApi.c``.
@@ -30,9 +30,9 @@ from django.urls import reverse
 from django.utils.text import slugify
 from PIL import Image, ImageDraw, ImageFont
 
-from .artifacts import PALETTE, _displayable
-from .images import _EXIF_TRANSPOSE, _orientation
-from .models import Mask, Run
+from segmentation.imaging.decode import EXIF_TRANSPOSE, displayable, orientation
+from segmentation.imaging.render import colour_for
+from segmentation.models import Mask, Run
 
 # --- COCO run-length encoding -------------------------------------------------------------------
 
@@ -86,12 +86,6 @@ def rle_string(counts: Sequence[int]) -> str:
             if not more:
                 break
     return out.decode("ascii")
-
-
-def rle_encode(mask: Image.Image) -> dict[str, Any]:
-    """The mask as a COCO compressed RLE: ``{"size": [height, width], "counts": "<string>"}``,
-    exactly what ``pycocotools.mask.encode`` gives (with the counts as ``str``)."""
-    return {"size": [mask.height, mask.width], "counts": rle_string(rle_counts(mask))}
 
 
 def rle_area(counts: Sequence[int]) -> int:
@@ -148,7 +142,7 @@ class View:
         return mask.score is None or mask.score >= self.threshold - 1e-9
 
     def colour(self, mask: Mask) -> tuple[int, int, int]:
-        return self.colours.get(mask.number) or PALETTE[mask.index % len(PALETTE)]
+        return self.colours.get(mask.number) or colour_for(mask.index)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -286,7 +280,7 @@ def select(masks: Iterable[Mask], view: View) -> tuple[list[Instance], list[int]
             continue
         if not mask.file:
             error = mask.error or "This mask was not copied."
-        elif not mask.file.storage.exists(mask.file.name):  # deleted since: say so up front
+        elif not mask.file.storage.exists(mask.file.name or ""):  # deleted since: say so
             error = MISSING_FILE
         else:
             error = ""
@@ -421,7 +415,7 @@ def image_name(run: Run) -> str:
     if image.original_name:
         return image.original_name
     extension = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}.get(
-        image.content_type, image.file.name.rsplit(".", 1)[-1] if image.file else "img"
+        image.content_type, (image.file.name or ".img").rsplit(".", 1)[-1]
     )
     return f"{image.sha256[:12]}.{extension}"
 
@@ -552,12 +546,12 @@ def _upright(run: Run) -> Image.Image:
     image = run.image
     with image.file.open("rb") as f, Image.open(f) as im:
         im.load()
-        orientation = _orientation(im)
-        out = im if im.mode in ("RGB", "RGBA") else _displayable(im)
+        turn = orientation(im)
+        out = im if im.mode in ("RGB", "RGBA") else displayable(im)
         if out.mode not in ("RGB", "RGBA"):
             out = out.convert("RGBA" if "A" in out.mode else "RGB")
-        if orientation != 1:
-            out = out.transpose(_EXIF_TRANSPOSE[orientation])
+        if turn != 1:
+            out = out.transpose(EXIF_TRANSPOSE[turn])
         if out is im:
             out = im.copy()
     if out.size != (image.width, image.height):
@@ -570,7 +564,9 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _draw_boxes(out: Image.Image, drawn: Sequence[tuple[Instance, tuple[int, int, int, int]]]):
+def _draw_boxes(
+    out: Image.Image, drawn: Sequence[tuple[Instance, tuple[int, int, int, int]]]
+) -> None:
     """Boxes and tags sized as on the run page: stroke scale/300, font scale/40."""
     width, height = out.size
     scale = max(width, height)

@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from .models import Run
+from segmentation.models import Run
 
 PER_PAGE = 24
 COUNT_CAP = 1000
@@ -85,7 +85,7 @@ class HistoryFilter(forms.Form):
     )
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         since, until = data.get("since"), data.get("until")
         if since and until and until < since:
             self.add_error("until", "The end date is before the start date.")

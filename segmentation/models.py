@@ -11,6 +11,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from segmentation import engines, schema
+
 
 class SourceImage(models.Model):
     """An image as the person sees it (EXIF orientation applied), stored once per content.
@@ -29,9 +31,6 @@ class SourceImage(models.Model):
     # then Runflow must get our copy, never the original URL.
     converted = models.BooleanField(default=False)
     original_name = models.CharField(max_length=255, blank=True)
-    uploaded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -46,9 +45,9 @@ PROMPT_INDEXED = 250
 class Run(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting to submit"
-        SUBMITTING = "submitting", "Submitting to Runflow"
+        SUBMITTING = "submitting", "Submitting"
         NOT_SUBMITTED = "not_submitted", "Not submitted"
-        QUEUED = "queued", "Queued at Runflow"
+        QUEUED = "queued", "Queued"
         DISPATCHING = "dispatching", "Dispatching"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
@@ -71,20 +70,15 @@ class Run(models.Model):
     # Runflow bills every image it runs; failed runs and runs it never took are free.
     NOT_BILLED = frozenset({Status.FAILED, Status.CANCELED, Status.NOT_SUBMITTED})
     # The options of SAM 3's input schema, in the run form's order.
-    OPTION_NAMES = (
-        "apply_mask",
-        "return_multiple_masks",
-        "max_masks",
-        "include_scores",
-        "include_boxes",
-        "sync_mode",
-        "output_format",
-    )
+    OPTION_NAMES = schema.OPTION_NAMES
+    # At the engine: sent, no result yet.
     AT_RUNFLOW = frozenset({Status.QUEUED, Status.DISPATCHING, Status.RUNNING})
 
     # A UUID, not a counter: it is also the Idempotency-Key and client_ref at Runflow, which
     # must never collide with another install's (or a reset database's) runs.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Which engine runs it (segmentation.engines): its name, not a foreign key.
+    engine = models.CharField(max_length=20, default="runflow")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="runs"
     )
@@ -100,8 +94,9 @@ class Run(models.Model):
     metadata = models.JSONField(null=True, blank=True)
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
-    # The exact JSON body sent to Runflow; an inline data: URI is kept as a short reference
-    # (it is rebuilt byte for byte from the stored image), see tasks.without_inline_image().
+    # The exact JSON body sent to the engine; an inline data: URI is kept as a short reference
+    # (it is rebuilt byte for byte from the stored image): see without_inline_image() in
+    # engines/runflow/engine.py.
     request_body = models.JSONField(null=True, blank=True)
     image_delivery = models.CharField(max_length=20, blank=True)  # url / inline / asset
     asset_url = models.CharField(max_length=2000, blank=True)
@@ -119,19 +114,15 @@ class Run(models.Model):
     output = models.JSONField(null=True, blank=True)
     duration_ms = models.PositiveBigIntegerField(null=True, blank=True)
     cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
-    provider_created_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     failure_code = models.CharField(max_length=100, blank=True)
     failure_stage = models.CharField(max_length=100, blank=True)
     failure_message = models.TextField(blank=True)
     result_source = models.CharField(max_length=20, blank=True)  # callback / poll
-    result_applied_at = models.DateTimeField(null=True, blank=True)
 
     # Polling Runflow: when no callback can reach us, or as a safety net.
     poll_task_id = models.CharField(max_length=64, blank=True)
     poll_attempts = models.PositiveIntegerField(default=0)
-    next_poll_at = models.DateTimeField(null=True, blank=True)
     poll_deadline_at = models.DateTimeField(null=True, blank=True)
 
     # Our own copies of what Runflow made (its URLs expire).
@@ -162,7 +153,6 @@ class Run(models.Model):
     # While a worker holds the run in SUBMITTING; past it, another worker may take over.
     lease_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    submit_started_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -219,6 +209,18 @@ class Run(models.Model):
     def make_share_token(self) -> str:
         # 32 random bytes: unguessable, and not derived from anything an attacker could know.
         return secrets.token_urlsafe(32)
+
+    @property
+    def status_label(self) -> str:
+        """The status for people, naming the engine where that says more ("Queued at
+        Runflow"); the choices themselves are the same for every engine."""
+        where = {
+            self.Status.SUBMITTING: "Submitting to {}",
+            self.Status.QUEUED: "Queued at {}",
+        }.get(self.Status(self.status))
+        if where is None:
+            return str(self.get_status_display())
+        return where.format(engines.get(self.engine).label)
 
     @property
     def cost_shown(self) -> Decimal | None:
@@ -312,7 +314,6 @@ class Mask(models.Model):
     x_max = models.IntegerField(null=True, blank=True)
     y_max = models.IntegerField(null=True, blank=True)
     area = models.PositiveIntegerField(null=True, blank=True)
-    source_url = models.TextField(blank=True)  # Runflow's link (http only; expires)
     error = models.TextField(blank=True)
     copied_at = models.DateTimeField(null=True, blank=True)
 
@@ -367,7 +368,6 @@ class CallbackDelivery(models.Model):
     body = models.TextField(blank=True)
     body_bytes = models.PositiveIntegerField(default=0)
     body_truncated = models.BooleanField(default=False)
-    remote_addr = models.GenericIPAddressField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at"]

@@ -53,9 +53,13 @@ from django.db import connection, transaction
 from django.db.models import Min
 from PIL import Image, ImageDraw
 
-from . import artifacts, images, runflow
-from .forms import store_image
-from .models import Mask, Run, SourceImage
+from segmentation.engines.runflow.client import build_create_body
+from segmentation.imaging import masks as mask_files
+from segmentation.imaging import render
+from segmentation.imaging.decode import ImageRejected
+from segmentation.imaging.intake import intake_bytes
+from segmentation.imaging.store import store_image
+from segmentation.models import Mask, Run, SourceImage
 
 SEED_PASSWORD = "seed-password"
 TEAM = [
@@ -136,7 +140,7 @@ class SeedReport:
 class _Variant:
     """Masks SAM 3 could have found on one image, with the overlay and thumbnail of them."""
 
-    masks: list[artifacts.Mask]
+    masks: list[mask_files.NormalizedMask]
     centres: list[tuple[int, int]]
     overlay: bytes
     thumbnail: bytes
@@ -205,7 +209,7 @@ class _Files:
 
 
 def default_images_dir() -> Path:
-    return Path(settings.BASE_DIR).parent / "shared" / "images"
+    return Path(__file__).resolve().parent / "sample_images"
 
 
 def seed_runs(
@@ -230,7 +234,7 @@ def seed_runs(
     report = SeedReport()
 
     team = _teammates(users, report)
-    pool = _images(Path(images_dir) if images_dir else default_images_dir(), team[0], report)
+    pool = _images(Path(images_dir) if images_dir else default_images_dir(), report)
     owner_weights = [1 / (rank + 1) ** 0.8 for rank in range(len(team))]
     rng.shuffle(owner_weights)
     image_weights = [0.4 if im.row.width * im.row.height > LARGE_PIXELS else 1.0 for im in pool]
@@ -251,7 +255,7 @@ def seed_runs(
             follows = parent is not None and dt.timedelta(
                 0
             ) < created - parent.created_at < dt.timedelta(hours=2)
-            if follows and rng.random() < 0.6:
+            if parent is not None and follows and rng.random() < 0.6:
                 image = next(im for im in pool if im.row.pk == parent.image_id)
             else:
                 image, parent = rng.choices(pool, image_weights)[0], None
@@ -295,11 +299,13 @@ def _restore_dates(runs: list[Run], dates: list[tuple[dt.datetime, dt.datetime]]
     per run (bulk_update builds a CASE expression per row in Python, which costs more than
     the insert itself)."""
     meta = Run._meta
-    fields = [meta.get_field("created_at"), meta.get_field("updated_at"), meta.pk]
     qn = connection.ops.quote_name
+    created_at, updated_at = meta.get_field("created_at"), meta.get_field("updated_at")
+    assert meta.pk is not None
+    fields = (created_at, updated_at, meta.pk)
+    created_col, updated_col, id_col = (qn(str(f.column)) for f in fields)
     sql = (
-        f"UPDATE {qn(meta.db_table)} SET {qn(fields[0].column)} = %s, "
-        f"{qn(fields[1].column)} = %s WHERE {qn(fields[2].column)} = %s"
+        f"UPDATE {qn(meta.db_table)} SET {created_col} = %s, {updated_col} = %s WHERE {id_col} = %s"
     )
     rows = []
     for run, (created, updated) in zip(runs, dates, strict=True):
@@ -346,7 +352,7 @@ def _concepts(name: str) -> list[str]:
     return GENERIC_CONCEPTS
 
 
-def _images(folder: Path, uploader: Any, report: SeedReport) -> list[_Image]:
+def _images(folder: Path, report: SeedReport) -> list[_Image]:
     """Every image in the folder (not its subfolders) that the app's intake accepts, stored
     once like an upload. The broken files of the shared folder live in bad/, and a file the
     intake refuses is skipped here anyway."""
@@ -357,12 +363,12 @@ def _images(folder: Path, uploader: Any, report: SeedReport) -> list[_Image]:
         if not path.is_file() or path.suffix.lower() in (".md", ".txt"):
             continue
         try:
-            taken = images.intake_bytes(path.read_bytes())
-        except images.ImageRejected:
+            taken = intake_bytes(path.read_bytes())
+        except ImageRejected:
             continue
         if min(taken.width, taken.height) < MIN_SIDE:
             continue
-        row = store_image(taken, original_name=path.name, user=uploader)
+        row = store_image(taken, original_name=path.name)
         count = VARIANTS_LARGE if taken.width * taken.height > LARGE_PIXELS else VARIANTS
         pool.append(_Image(path.name, row, taken.data, _concepts(path.name), [None] * count))
         report.images.append(path.name)
@@ -466,7 +472,7 @@ def _render_variant(image: _Image, index: int) -> _Variant:
     width, height = row.width, row.height
     # Variant 0 of every image is SAM 3 finding nothing (a text concept not in the picture).
     count = 0 if index == 0 else _mask_count(rng, image)
-    masks: list[artifacts.Mask] = []
+    masks: list[mask_files.NormalizedMask] = []
     centres: list[tuple[int, int]] = []
     side = min(width, height)
     for number in range(count):
@@ -480,8 +486,8 @@ def _render_variant(image: _Image, index: int) -> _Variant:
             outline.append((cx + r * math.cos(angle), cy + r * math.sin(angle) * 0.8))
         sent = Image.new("L", (width, height), 0)
         ImageDraw.Draw(sent).polygon(outline, fill=255)
-        mask = artifacts.normalize_mask(
-            _png(sent), width, height, what=f"mask {number + 1} of a seeded run"
+        mask = mask_files.normalize_mask(
+            _png(sent), width, height, what=f"mask {number + 1} of a seeded run", provider=""
         )
         if mask.bbox is None:  # entirely outside the picture: not an instance
             continue
@@ -489,12 +495,12 @@ def _render_variant(image: _Image, index: int) -> _Variant:
         x0, y0, x1, y1 = mask.bbox
         inside = (min(max(cx, x0), x1 - 1), min(max(cy, y0), y1 - 1))
         centres.append(inside)
-    # As tasks._render_overlay: an overlay even of no masks (a clear one), and the thumbnail
+    # As Engine.store_result: an overlay even of no masks (a clear one), and the thumbnail
     # of the picture with it.
-    overlay = artifacts.render_overlay(
-        ((m.png, artifacts.colour_for(i)) for i, m in enumerate(masks)), width, height
+    overlay = render.render_overlay(
+        ((m.png, render.colour_for(i)) for i, m in enumerate(masks)), width, height
     )
-    thumbnail = artifacts.render_thumbnail(image.data, overlay)
+    thumbnail = render.render_thumbnail(image.data, overlay)
     return _Variant(masks=masks, centres=centres, overlay=overlay, thumbnail=thumbnail)
 
 
@@ -598,22 +604,22 @@ def _make_run(
     )
     run.derive_columns()  # what save() would do; bulk_create does not call save()
     inline = f"data:{row.content_type};base64,… ({row.byte_size} bytes, sha256 {row.sha256})"
-    run.request_body = runflow.build_create_body(
+    run.request_body = build_create_body(
         input={"image_url": inline, **run_input}, client_ref=str(run.id), metadata=run.metadata
     )
     run.image_delivery = "inline"
     run.submit_attempts = 1
-    run.submit_started_at = created + dt.timedelta(milliseconds=rng.randint(40, 900))
+    sending = created + dt.timedelta(milliseconds=rng.randint(40, 900))
 
     if status == S.NOT_SUBMITTED:
         http, code, message = rng.choice(REFUSALS)
         run.error_http_status, run.error_code, run.error_message = http, code, message
         run.error_details = {"errors": None, "fields": {}}
-        run.updated_at = run.submit_started_at
+        run.updated_at = sending
         return run, []
 
-    submitted = run.submit_started_at + dt.timedelta(milliseconds=rng.randint(150, 1200))
-    run.submitted_at = run.provider_created_at = submitted
+    submitted = sending + dt.timedelta(milliseconds=rng.randint(150, 1200))
+    run.submitted_at = submitted
     run.provider_run_id = str(_uuid(rng))
     run.provider_response = {
         "id": run.provider_run_id,
@@ -626,13 +632,13 @@ def _make_run(
     if status in (S.QUEUED, S.RUNNING, S.STALE):
         run.provider_status = "running" if status != S.QUEUED else "queued"
         if status != S.QUEUED:
-            run.started_at = submitted + dt.timedelta(milliseconds=rng.randint(100, 3000))
+            rng.randint(100, 3000)  # when it started running: not kept, drawn for the same stream
         if status == S.STALE:
             run.poll_attempts = 70
             run.updated_at = run.poll_deadline_at
         return run, []
 
-    run.started_at = submitted + dt.timedelta(milliseconds=rng.randint(80, 2500))
+    started = submitted + dt.timedelta(milliseconds=rng.randint(80, 2500))
     megapixels = row.width * row.height / 1e6
     if status == S.SUCCEEDED:
         base = 700 + 260 * megapixels + 45 * len(variant.masks)
@@ -642,10 +648,9 @@ def _make_run(
     else:
         duration = rng.uniform(200, 4000)
     run.duration_ms = round(duration)
-    run.completed_at = run.started_at + dt.timedelta(milliseconds=run.duration_ms)
+    run.completed_at = started + dt.timedelta(milliseconds=run.duration_ms)
     run.result_source = "callback" if rng.random() < 0.7 else "poll"
-    run.result_applied_at = run.completed_at + dt.timedelta(milliseconds=rng.randint(30, 2500))
-    run.updated_at = run.result_applied_at
+    run.updated_at = run.completed_at + dt.timedelta(milliseconds=rng.randint(30, 2500))
     run.provider_status = "cancelled" if status == S.CANCELED else str(status)
 
     if status != S.SUCCEEDED:
@@ -688,7 +693,8 @@ def _succeed(
         )
         name = f"masks/{folder}/{run.id}-{index}.png"
         files.write(name, mask.png, (key, f"mask{index}"))
-        x0, y0, x1, y1 = mask.bbox  # type: ignore[misc]
+        assert mask.bbox is not None  # variants keep only masks with pixels
+        x0, y0, x1, y1 = mask.bbox
         masks.append(
             Mask(
                 run=run,
@@ -700,8 +706,7 @@ def _succeed(
                 x_max=x1,
                 y_max=y1,
                 area=mask.area,
-                source_url="" if sync else url,
-                copied_at=run.result_applied_at,
+                copied_at=run.updated_at,
             )
         )
     for attr, ext, data in (
@@ -709,7 +714,7 @@ def _succeed(
         ("thumbnail", "jpg", variant.thumbnail),
     ):
         name = f"{'overlays' if attr == 'overlay' else 'thumbs'}/{folder}/{run.id}.{ext}"
-        files.write(name, data, (key, attr))  # type: ignore[arg-type]
+        files.write(name, data, (key, attr))
         setattr(run, attr, name)
     model_data: dict[str, Any] = {"masks": out_masks}
     if run.input["include_scores"]:
@@ -717,12 +722,12 @@ def _succeed(
     if run.input["include_boxes"]:
         model_data["boxes"] = [
             [
-                round((m.x_min + m.x_max) / 2 / row.width, 4),
-                round((m.y_min + m.y_max) / 2 / row.height, 4),
-                round((m.x_max - m.x_min) / row.width, 4),
-                round((m.y_max - m.y_min) / row.height, 4),
+                round((x0 + x1) / 2 / row.width, 4),
+                round((y0 + y1) / 2 / row.height, 4),
+                round((x1 - x0) / row.width, 4),
+                round((y1 - y0) / row.height, 4),
             ]
-            for m in masks
+            for x0, y0, x1, y1 in (m.box for m in masks if m.box)
         ]
     model_data["prompt"] = run.prompt_text
     run.output = {"model_data": model_data, "nsfw_detected": False}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from . import share_views
+from segmentation.views import share as share_views
 
 urlpatterns: list[URLPattern] = [
     path("", share_views.shared_run, name="shared_run"),

@@ -1,30 +1,36 @@
+"""What every test may ask for: its own media folder and settings, the Runflow stand-in, the
+people (personas) who use sam3web, and a tripwire for connections that leave the machine.
+
+The personas: ``owner`` (ada, who makes the runs; ``signed_in`` is her browser),
+``teammate`` (grace; ``teammate_client``), ``admin`` (an admin who made none of them;
+``admin_client``), ``stranger`` (nobody signed in), and ``disabled`` (a teammate whose account
+an admin switched off, with the session she had open: ``disabled_client``)."""
+
 from __future__ import annotations
 
-import io
 import ipaddress
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.core.servers.basehttp import ThreadedWSGIServer
 from django.test import Client
 
-from tests.runflow_standin import RunflowStandin
+from runflow_standin import RunflowStandin
+from tests.factories import BROKE_KEY, TEST_KEY
+from tests.sample_images import ROOT
 
 # The live test server listens with socketserver's backlog of 5: a burst of simultaneous
 # callbacks (as Runflow may send) would be reset by the kernel before reaching the app.
 ThreadedWSGIServer.request_queue_size = 128
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT.parent / "shared" / "images"
-TEST_KEY = "test-key"
-BROKE_KEY = "broke-key"
+PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_settings(settings, tmp_path: Path) -> None:
+def _isolated_settings(settings: Any, tmp_path: Path) -> None:
     """Every test gets its own media folder and a Runflow that is our stand-in."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.STORAGES = {
@@ -44,7 +50,7 @@ def _standin_server() -> Iterator[RunflowStandin]:
 
 
 @pytest.fixture
-def standin(_standin_server: RunflowStandin, settings) -> Iterator[RunflowStandin]:
+def standin(_standin_server: RunflowStandin, settings: Any) -> Iterator[RunflowStandin]:
     """The Runflow stand-in, a real HTTP server on a real socket, fresh for each test."""
     _standin_server.reset()
     settings.RUNFLOW_BASE_URL = _standin_server.base_url
@@ -55,14 +61,81 @@ def standin(_standin_server: RunflowStandin, settings) -> Iterator[RunflowStandi
 
 
 @pytest.fixture
-def user(django_user_model):
-    return django_user_model.objects.create_user("ada", password="correct horse battery")
+def fast_polling(settings: Any) -> None:
+    """Polling and copying as fast as the stand-in answers, for tests that wait on them."""
+    settings.SAM3WEB_POLL_FIRST = 0.05
+    settings.SAM3WEB_POLL_MAX_INTERVAL = 0.2
+    settings.SAM3WEB_ARTIFACT_TIMEOUT = 2.0
+    settings.SAM3WEB_ARTIFACT_BACKOFF = 0.01
+
+
+# --- personas -----------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def signed_in(client: Client, user) -> Client:
-    client.force_login(user)
+def owner(django_user_model: Any) -> Any:
+    """ada, who makes the runs."""
+    return django_user_model.objects.create_user("ada", password=PASSWORD)
+
+
+@pytest.fixture
+def signed_in(client: Client, owner: Any) -> Client:
+    """ada's browser, signed in."""
+    client.force_login(owner)
     return client
+
+
+@pytest.fixture
+def teammate(django_user_model: Any) -> Any:
+    """grace, on the same team: sees every run, manages only her own."""
+    return django_user_model.objects.create_user("grace", password="another long pass")
+
+
+@pytest.fixture
+def teammate_client(teammate: Any) -> Client:
+    client = Client()
+    client.force_login(teammate)
+    return client
+
+
+@pytest.fixture
+def admin(django_user_model: Any) -> Any:
+    """An admin who made none of the runs."""
+    return django_user_model.objects.create_user(
+        "root", password="an admin's long pass", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def admin_client(admin: Any) -> Client:
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+@pytest.fixture
+def stranger() -> Client:
+    """Someone not signed in."""
+    return Client()
+
+
+@pytest.fixture
+def disabled(django_user_model: Any) -> Any:
+    """mallory, whose account an admin disabled."""
+    return django_user_model.objects.create_user("mallory", password="a disabled long pass")
+
+
+@pytest.fixture
+def disabled_client(disabled: Any) -> Client:
+    """mallory's browser: signed in while the account was active, then it was disabled."""
+    client = Client()
+    client.force_login(disabled)
+    disabled.is_active = False
+    disabled.save(update_fields=["is_active"])
+    return client
+
+
+# --- the network --------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -72,40 +145,17 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     attempts: list[tuple[str, int]] = []
     real = socket.create_connection
 
-    def guarded(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
+    def guarded(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
         attempts.append(address)
         if not ipaddress.ip_address(address[0]).is_loopback:
             raise AssertionError(f"tried to connect to {address}")
-        return real(address, *args, **kwargs)  # type: ignore[arg-type]
+        return real(address, *args, **kwargs)
 
     monkeypatch.setattr(socket, "create_connection", guarded)
     return attempts
 
 
-def run_worker() -> None:
-    """Run the real database worker until the queue is empty."""
-    call_command("db_worker", "--batch", "--no-startup-delay", "--interval", "0")
-
-
-def image_bytes(name: str) -> bytes:
-    return (IMAGES / name).read_bytes()
-
-
-def upload(name: str, data: bytes | None = None):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
-    return SimpleUploadedFile(name, image_bytes(name) if data is None else data)
-
-
-def png_bytes(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
+def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Name the browser tests' screenshots at the end of the run, so CI output points at them."""
     shots = sorted((ROOT / "test-artifacts" / "screenshots").glob("*.png"))
     if shots:

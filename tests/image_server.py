@@ -4,7 +4,7 @@ It listens on 127.0.0.1 on a free port, in a background thread, and serves canne
 exercise every way an image download can go wrong::
 
     with ImageServer() as server:
-        server.url("/images/cat.jpg")                   # a file from ../shared/images (bad/ too)
+        server.url("/images/cat.jpg")                   # a test image (bad/ too), see sample_images
         server.url("/images/cat.jpg?type=text/html")     # ... with a Content-Type of our choosing
         server.url("/images/cat.jpg?length=999999")      # ... with a Content-Length that lies
         server.url("/page")                              # an HTML page
@@ -31,7 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
 
-IMAGES_DIR = Path(__file__).resolve().parents[2] / "shared" / "images"
+from tests.sample_images import IMAGES as IMAGES_DIR
+
 HTML_PAGE = b"<!doctype html><html><head><title>Cats</title></head><body><p>Cats!</p></body></html>"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,0 +1,135 @@
+"""The one place runs are made and acted on: creating a run, sending a refused one again,
+checking again, copying again, deleting. Views, and later the API and batches, call these;
+forms only validate.
+
+Each action is a conditional update, so two clicks (or two teammates) act once, and acting on
+a page that is out of date is harmless."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
+from django.utils import timezone
+
+from segmentation import engines, tasks
+from segmentation.models import Run, SourceImage
+
+logger = logging.getLogger(__name__)
+
+
+def create_run(
+    *,
+    owner: Any,
+    image: SourceImage,
+    input: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+    source_url: str = "",
+    parent: Run | None = None,
+    engine: str = engines.DEFAULT,
+) -> Run:
+    """Store a run and queue its submit task, in one transaction: the task is queued once the
+    run is committed, and a run is never stored without its task.
+
+    ``input`` is SAM 3's input as ``schema.validate_input`` returns it (image_url left out: it
+    is resolved from ``image`` when the run is sent); ``image`` went through intake;
+    ``source_url`` is where the image came from when it was a URL (Runflow may be sent that
+    URL instead of a copy)."""
+    with transaction.atomic():
+        run = Run.objects.create(
+            engine=engine,
+            owner=owner if getattr(owner, "is_authenticated", False) else None,
+            image=image,
+            source_url=source_url[:2000],
+            input=input,
+            metadata=metadata,
+            parent=parent,
+        )
+        tasks.enqueue_submit(run)
+    return run
+
+
+def resubmit(run: Run) -> bool:
+    """Send a run the engine refused once more (same body, same idempotency key)."""
+    with transaction.atomic():
+        updated = Run.objects.filter(pk=run.pk, status=Run.Status.NOT_SUBMITTED).update(
+            status=Run.Status.PENDING, updated_at=timezone.now()
+        )
+        if updated:
+            tasks.enqueue_submit(run)
+    return bool(updated)
+
+
+def check_again(run: Run) -> bool:
+    """Look for a stale run's result again, with a fresh deadline."""
+    deadline = timezone.now() + dt.timedelta(seconds=settings.SAM3WEB_POLL_DEADLINE)
+    with transaction.atomic():
+        updated = Run.objects.filter(pk=run.pk, status=Run.Status.STALE).update(
+            poll_deadline_at=deadline, poll_attempts=0, error_message=""
+        )
+        if updated:
+            transaction.on_commit(lambda: tasks.schedule_poll(str(run.pk), delay=0))
+    return bool(updated)
+
+
+def retry_copy(run: Run) -> bool:
+    """Copy again the masks that could not be copied."""
+    with transaction.atomic():
+        updated = Run.objects.filter(pk=run.pk, artifacts=Run.Artifacts.PARTIAL).update(
+            artifacts=Run.Artifacts.PENDING
+        )
+        if updated:
+            tasks.enqueue_copy(run.pk)
+    return bool(updated)
+
+
+def busy(run: Run) -> str:
+    """Why the run cannot be deleted this instant, if it cannot: a worker is writing to it."""
+    if run.status == Run.Status.SUBMITTING:
+        label = engines.for_run(run).label
+        return f"The run is being sent to {label} right now. Try again in a few seconds."
+    if run.artifacts in (Run.Artifacts.PENDING, Run.Artifacts.COPYING):
+        return "The masks are being copied right now. Try again in a few seconds."
+    return ""
+
+
+def delete_run(run_id: Any) -> bool:
+    """Delete the run with everything that is only its own, rows and files; False when it was
+    already gone.
+
+    The rows go in one transaction; the files are removed only once it has committed, so a
+    failed delete leaves a whole run behind, never a run whose files are gone. The source image
+    goes too when no other run uses it (images are stored once per content and shared)."""
+    with transaction.atomic():
+        run = Run.objects.filter(pk=run_id).select_related("image").first()
+        if run is None:
+            return False
+        names = [f.name for f in (run.thumbnail, run.overlay, run.preview) if f.name]
+        names += [name for name in run.masks.values_list("file", flat=True) if name]
+        image = run.image
+        run.delete()  # masks and callback deliveries go with it (CASCADE)
+        if not Run.objects.filter(image_id=image.pk).exists():
+            try:
+                with transaction.atomic():
+                    image.delete()
+            except (ProtectedError, IntegrityError):
+                # Someone started a run on this image in the meantime: it stays.
+                pass
+            else:
+                names += [f.name for f in (image.file, image.thumbnail) if f.name]
+        transaction.on_commit(lambda: remove_files(names))
+    return True
+
+
+def remove_files(names: list[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            # The rows are gone already; a file left behind is logged for an admin to remove.
+            logger.exception("Could not remove %s", name)

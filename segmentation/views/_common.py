@@ -1,0 +1,116 @@
+"""What several views share: finding a run or 404, serving a stored file, and what the run
+page (and the public page) show of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.db.models.fields.files import FieldFile
+from django.http import FileResponse, Http404, HttpRequest
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django_htmx.middleware import HtmxDetails
+
+from segmentation import engines, exports
+from segmentation.imaging.render import colour_for
+from segmentation.models import Mask, Run
+
+
+class HtmxHttpRequest(HttpRequest):
+    """A request as django-htmx's middleware leaves it (typed, as its docs suggest)."""
+
+    htmx: HtmxDetails
+
+
+def run_or_404(run_id: Any) -> Run:
+    return get_object_or_404(Run.objects.select_related("image", "owner"), pk=run_id)
+
+
+def serve(file: FieldFile, content_type: str) -> FileResponse:
+    """A stored file, as the type we determined (never the uploader's), cached privately, and
+    never run as a page."""
+    try:
+        f = file.open("rb")
+    except FileNotFoundError:
+        raise Http404("The image file is missing.") from None
+    response = FileResponse(f, content_type=content_type)
+    response["Cache-Control"] = "private, max-age=86400, immutable"
+    response["Content-Security-Policy"] = "default-src 'none'"
+    return response
+
+
+def run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
+    """Everything the run page draws: the image with its prompts, the instances, the exports,
+    the deliveries, and a version that changes whenever the live part would change."""
+    image = run.image
+    drawing = prompt_drawing(run)
+    masks = list(run.masks.all())
+    deliveries = list(run.deliveries.all()[:50])
+    version = hashlib.blake2s(
+        f"{run.status_version}:{len(deliveries)}:{len(masks)}".encode(), digest_size=6
+    ).hexdigest()
+    return {
+        "run": run,
+        "engine": engines.for_run(run),
+        "can_manage": bool(request and run.can_manage(request.user)),
+        "exports": exports.links(lambda fmt: reverse("run_export", args=[run.pk, fmt])),
+        "image": image,
+        "options": options_of(run),
+        "masks": masks,
+        "masks_missing": sum(1 for m in masks if not m.file),
+        "instances": [_instance(m, drawing["font_size"]) for m in masks],
+        "deliveries": deliveries,
+        "version": version,
+        **drawing,
+        "image_area": image.width * image.height,
+        "request_body_json": pretty(run.request_body),
+        "provider_response_json": pretty(run.provider_response),
+        "output_json": pretty(run.output),
+        "metadata_json": pretty(run.metadata),
+    }
+
+
+def options_of(run: Run) -> list[tuple[str, Any]]:
+    """The run's options in the schema's order, as the pages list them."""
+    return [(name, run.input.get(name)) for name in Run.OPTION_NAMES]
+
+
+def prompt_drawing(run: Run) -> dict[str, Any]:
+    """Sizes for drawing a run's points and boxes over its image (see _stage_svg.html)."""
+    scale = max(run.image.width, run.image.height)
+    return {
+        "font_size": max(10, round(scale / 40)),
+        "box_shapes": [
+            {**b, "w": b["x_max"] - b["x_min"], "h": b["y_max"] - b["y_min"]} for b in run.boxes
+        ],
+        "marker_r": max(3, round(scale / 90)),
+        "stroke": max(1, round(scale / 300)),
+    }
+
+
+def _instance(mask: Mask, font_size: int) -> dict[str, Any]:
+    x0, y0, x1, y1 = mask.box or (0, 0, 0, 0)
+    r, g, b = colour_for(mask.index)
+    label = f"#{mask.number}" + (f" {mask.score:.2f}" if mask.score is not None else "")
+    tag_h = round(font_size * 1.35)
+    return {
+        "mask": mask,
+        "x": x0,
+        "y": y0,
+        "w": x1 - x0,
+        "h": y1 - y0,
+        "colour": f"rgb({r}, {g}, {b})",
+        # A filled tag above the box (inside it when the box touches the top edge).
+        "label": label,
+        "tag_h": tag_h,
+        "tag_w": round(len(label) * font_size * 0.62 + font_size * 0.5),
+        "tag_y": y0 - tag_h if y0 >= tag_h else y0,
+        "tag_pad": round(font_size * 0.25),
+        "tag_baseline": round(font_size * 1.05),
+    }
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) if value else ""

@@ -1,0 +1,50 @@
+"""Stored files for signed-in teammates: images, and our copies of what an engine made."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import FileResponse, Http404, HttpRequest
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET
+
+from segmentation.models import Mask, SourceImage
+from segmentation.views._common import run_or_404, serve
+
+
+@require_GET
+def image_file(request: HttpRequest, image_id: int) -> FileResponse:
+    """A stored image. Only images we decoded ourselves are stored, and the content type is
+    the one we determined, never the uploader's."""
+    image = get_object_or_404(SourceImage, pk=image_id)
+    return serve(image.file, image.content_type)
+
+
+@require_GET
+def image_thumbnail(request: HttpRequest, image_id: int) -> FileResponse:
+    image = get_object_or_404(SourceImage, pk=image_id)
+    if not image.thumbnail:
+        return serve(image.file, image.content_type)
+    return serve(image.thumbnail, "image/jpeg")
+
+
+@require_GET
+def run_file(request: HttpRequest, run_id: Any, kind: str) -> FileResponse:
+    """Our copies of what the engine made: the overlay, the thumbnail, the preview."""
+    run = run_or_404(run_id)
+    file = {"overlay": run.overlay, "thumb": run.thumbnail, "preview": run.preview}[kind]
+    if not file:
+        raise Http404("This run has no such file (yet).")
+    content_type = {"overlay": "image/png", "thumb": "image/jpeg"}.get(kind)
+    if content_type is None:
+        suffix = (file.name or "").rsplit(".", 1)[-1]
+        content_type = {"jpg": "image/jpeg", "webp": "image/webp"}.get(suffix, "image/png")
+    return serve(file, content_type)
+
+
+@require_GET
+def mask_file(request: HttpRequest, run_id: Any, number: int) -> FileResponse:
+    mask = get_object_or_404(Mask, run_id=run_id, index=number - 1)
+    if not mask.file:
+        raise Http404("This mask could not be copied.")
+    return serve(mask.file, "image/png")

@@ -1,0 +1,94 @@
+"""Same prompts on other images: new runs from an earlier run's prompts and options."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from segmentation import engines, runs
+from segmentation.forms import MAX_REUSE_IMAGES, ReuseForm
+from segmentation.models import Run
+from segmentation.views._common import options_of, pretty, prompt_drawing
+
+
+@require_http_methods(["GET", "POST"])
+def run_reuse(request: HttpRequest, run_id: Any) -> HttpResponse:
+    """GET: the source run's prompt and a form for other images (and, after a POST, the runs
+    it started). POST: one new run per image, all or none."""
+    source = get_object_or_404(Run.objects.select_related("image", "owner"), pk=run_id)
+    unavailable = engines.get().unavailable()
+    form = ReuseForm(request.POST or None, request.FILES or None, source=source)
+    if request.method == "POST":
+        # Like the new-run form: the images are taken in (and kept) even when runs cannot be
+        # sent yet, so nothing chosen is lost once they can.
+        valid = form.is_valid()
+        if unavailable:
+            form.add_error(None, unavailable)
+        elif valid:
+            started = _start_runs(request, form)
+            query = urlencode([("started", str(run.pk)) for run in started])
+            return redirect(f"{reverse('run_reuse', args=[source.pk])}?{query}")
+    context = {
+        "source": source,
+        "form": form,
+        "configured": not unavailable,
+        "max_images": MAX_REUSE_IMAGES,
+        "price": settings.SAM3WEB_PRICE_PER_IMAGE,
+        "started": _started(request, source),
+        "options": options_of(source),
+        "metadata_json": pretty(source.metadata),
+        **prompt_drawing(source),
+    }
+    return render(
+        request, "segmentation/run_reuse.html", context, status=400 if form.is_bound else 200
+    )
+
+
+def _start_runs(request: HttpRequest, form: ReuseForm) -> list[Run]:
+    # One transaction for every run and its queued submit: all of them start, or none.
+    with transaction.atomic():
+        started = [
+            runs.create_run(
+                owner=request.user,
+                image=taken.image,
+                input=taken.input,
+                metadata=form.source.metadata,
+                source_url=taken.source_url,
+                parent=form.source,
+            )
+            for taken in form.taken
+        ]
+    count = len(started)
+    messages.success(
+        request,
+        f"Started {count} run{'s' if count != 1 else ''} with the prompt and options of this run.",
+    )
+    for note in form.notes():
+        messages.info(request, note)
+    return started
+
+
+def _started(request: HttpRequest, source: Run) -> list[Run]:
+    """The runs named in ?started=, made from this run: the summary after a POST."""
+    ids = []
+    for value in request.GET.getlist("started")[:MAX_REUSE_IMAGES]:
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError:
+            continue  # a mangled link shows fewer runs, never an error
+    if not ids:
+        return []
+    return list(
+        Run.objects.filter(pk__in=ids, parent=source)
+        .select_related("image")
+        .order_by("created_at", "id")
+    )
