@@ -38,6 +38,8 @@ import "./viewer/view.js";
 
 /* --- start viewers wherever they appear ------------------------------------------------- */
 
+const started = new WeakSet(); // .sam3-viewer elements that have their Viewer
+
 function scan(el) {
   const scope = el && el.querySelectorAll ? el : document;
   const roots = [];
@@ -48,7 +50,9 @@ function scan(el) {
     if (viewers[n].gone()) viewers.splice(n, 1)[0].dispose();
   }
   for (const root of roots) {
-    if (!root.sam3viewer) viewers.push(new Viewer(root));
+    if (started.has(root)) continue;
+    started.add(root);
+    viewers.push(new Viewer(root));
   }
   bindSyncToggles(scope);
 }

@@ -18,7 +18,6 @@ const saved = new Map(); // viewer.json URL → the person's settings, kept acro
 export class Viewer {
   constructor(root) {
     this.root = root;
-    root.sam3viewer = this;
     this.url = root.dataset.viewer;
     this.group = root.closest("[data-viewer-sync]");
     this.following = false; // applying another viewer's setting: not to be passed on again

@@ -14,6 +14,10 @@ export const EVERYTHING = ["opacity", "threshold", "view"];
 
 export const viewers = []; // every viewer started and still on the page, oldest first
 
+// Kept here rather than on the elements: a module runs once per page, so its state lasts.
+const bound = new WeakSet(); // groups whose "Keep in step" checkboxes are wired up
+const leaders = new WeakMap(); // group → the viewer the person moved last
+
 export const syncOn = (group) => Boolean(group) && group.dataset.viewerSync !== "off";
 
 /* The other viewers of `viewer`'s group that can take a setting now (their data is in). */
@@ -29,8 +33,8 @@ export function bindSyncToggles(scope) {
   if (scope.matches && scope.matches("[data-viewer-sync]")) groups.push(scope);
   scope.querySelectorAll("[data-viewer-sync]").forEach((g) => groups.push(g));
   for (const group of groups) {
-    if (group.sam3SyncBound) continue;
-    group.sam3SyncBound = true;
+    if (bound.has(group)) continue;
+    bound.add(group);
     for (const box of group.querySelectorAll("input[data-viewer-sync-toggle]")) {
       // A checkbox the browser restored on "back" must say what the group does.
       box.checked = syncOn(group);
@@ -41,7 +45,7 @@ export function bindSyncToggles(scope) {
         if (!box.checked) return;
         // Back in step: the others take the view of the one the person moved last.
         const live = viewers.filter((o) => o.group === group && o.data && !o.broken && !o.gone());
-        const leader = live.includes(group.sam3Leader) ? group.sam3Leader : live[0];
+        const leader = live.includes(leaders.get(group)) ? leaders.get(group) : live[0];
         if (leader) leader.share(EVERYTHING);
       });
     }
@@ -53,7 +57,7 @@ export const syncing = {
    * with `following` set, so nothing comes back (no loop), whatever events it fires. */
   share(what) {
     if (this.following || !this.group) return;
-    this.group.sam3Leader = this; // remembered while paused, to align on resuming
+    leaders.set(this.group, this); // remembered while paused, to align on resuming
     const peers = peersOf(this);
     if (!peers.length) return;
     const state = { opacity: this.opacity, threshold: this.threshold, view: this.sharedView() };
@@ -79,7 +83,7 @@ export const syncing = {
 
   /* Started after the others were moved: join them where they are. */
   joinLeader() {
-    const leader = syncOn(this.group) ? this.group.sam3Leader : null;
+    const leader = syncOn(this.group) ? leaders.get(this.group) : null;
     if (leader && leader !== this && leader.data && !leader.broken && !leader.gone()) {
       this.follow(
         { opacity: leader.opacity, threshold: leader.threshold, view: leader.sharedView() },
