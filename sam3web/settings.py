@@ -204,7 +204,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": (
-            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            "sam3web.storage.StaticStorage"  # WhiteNoise's, with ES module imports hashed
             if envbool("SAM3WEB_STATIC_MANIFEST", True)
             else "django.contrib.staticfiles.storage.StaticFilesStorage"
         )
