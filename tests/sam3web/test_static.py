@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from tests.conftest import ROOT
+from tests.sample_images import ROOT
 
 ENTRY = "sam3web/viewer.js"
 SOURCES = ROOT / "static"
@@ -92,3 +92,10 @@ def test_production_uses_the_storage_that_hashes_imports(tmp_path: Path) -> None
     assert storage_backend(tmp_path, SAM3WEB_STATIC_MANIFEST="0") == (
         "django.contrib.staticfiles.storage.StaticFilesStorage"
     )
+
+
+def test_the_page_preloads_every_viewer_module() -> None:
+    partial = (ROOT / "templates" / "segmentation" / "_viewer_assets.html").read_text()
+    preloaded = set(re.findall(r"""rel="modulepreload" href="\{% static '([^']+)' %\}""", partial))
+    modules = {f"sam3web/viewer/{p.name}" for p in (SOURCES / "sam3web" / "viewer").glob("*.js")}
+    assert preloaded == modules
