@@ -72,7 +72,7 @@ class Run(models.Model):
     # The options of SAM 3's input schema, in the run form's order.
     OPTION_NAMES = schema.OPTION_NAMES
     # At the engine: sent, no result yet.
-    AT_RUNFLOW = frozenset({Status.QUEUED, Status.DISPATCHING, Status.RUNNING})
+    AT_ENGINE = frozenset({Status.QUEUED, Status.DISPATCHING, Status.RUNNING})
 
     # A UUID, not a counter: it is also the Idempotency-Key and client_ref at Runflow, which
     # must never collide with another install's (or a reset database's) runs.

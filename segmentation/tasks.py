@@ -108,7 +108,7 @@ def poll_run(context: TaskContext, run_id: str) -> str:
     run = Run.objects.filter(pk=run_id).first()
     if run is None or run.poll_task_id != str(context.task_result.id):
         return "superseded"
-    if run.status not in (*Run.AT_RUNFLOW, Run.Status.STALE) or not run.provider_run_id:
+    if run.status not in (*Run.AT_ENGINE, Run.Status.STALE) or not run.provider_run_id:
         return "nothing to poll"
     attempt = run.poll_attempts + 1
     Run.objects.filter(pk=run_id).update(poll_attempts=attempt)
@@ -120,7 +120,7 @@ def poll_run(context: TaskContext, run_id: str) -> str:
         return outcome
     if run.poll_deadline_at and timezone.now() >= run.poll_deadline_at:
         minutes = round(settings.SAM3WEB_POLL_DEADLINE / 60)
-        Run.objects.filter(pk=run_id, status__in=Run.AT_RUNFLOW).update(
+        Run.objects.filter(pk=run_id, status__in=Run.AT_ENGINE).update(
             status=Run.Status.STALE,
             error_message=(
                 f"{engine.label} has not reported a result for this run in {minutes} minutes. "
@@ -183,7 +183,7 @@ def recover_runs() -> int:
         with transaction.atomic():
             enqueue_submit(run, run_after=run_after)
         count += 1
-    for run_id, poll_task_id in Run.objects.filter(status__in=Run.AT_RUNFLOW).values_list(
+    for run_id, poll_task_id in Run.objects.filter(status__in=Run.AT_ENGINE).values_list(
         "pk", "poll_task_id"
     ):
         if poll_task_id not in ready:

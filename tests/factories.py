@@ -100,6 +100,14 @@ def prompted_run(
     return make_run(owner, input=data, metadata=metadata)
 
 
+def colour_at(im: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
+    """The bands of a multi-band image's (RGB, RGBA, ...) pixel at ``xy``: Pillow's getpixel()
+    answers a number for one band and None for none, so the test says which it expects."""
+    value = im.getpixel(xy)
+    assert isinstance(value, tuple), f"a {im.mode} image has no multi-band pixels: {value!r}"
+    return value
+
+
 def ellipse(box: tuple[int, int, int, int], size: tuple[int, int] = (451, 300)) -> Image.Image:
     """A 1-bit mask of the ellipse inscribed in ``box`` (Pillow's corners, both inclusive)."""
     im = Image.new("1", size, 0)

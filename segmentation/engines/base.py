@@ -263,7 +263,7 @@ def submitted(
 ) -> bool:
     """The engine took the run: record it and start looking for its result. False when the run
     was no longer ours to record (another worker took over after our lease ran out)."""
-    if status not in Run.AT_RUNFLOW:
+    if status not in Run.AT_ENGINE:
         status = Run.Status.QUEUED  # a finished run is reported by callback or poll, once
     now = timezone.now()
     saved = Run.objects.filter(pk=run.pk, status=Run.Status.SUBMITTING).update(

@@ -24,8 +24,7 @@ from pycocotools.coco import COCO
 from segmentation import exports
 from segmentation.imaging.render import PALETTE
 from segmentation.models import Mask, Run
-from tests.factories import COINS_BOXES, coins_run, drain, settled, submit
-from tests.pixels import colour_at
+from tests.factories import COINS_BOXES, coins_run, colour_at, drain, settled, submit
 from tests.sample_images import IMAGES
 
 CENTRES = [(85, 85), (280, 200)]

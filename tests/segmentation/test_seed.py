@@ -17,7 +17,7 @@ from PIL import Image
 from segmentation.imaging.render import PALETTE
 from segmentation.models import Mask, Run, SourceImage
 from segmentation.seed import SEED_PASSWORD, seed_runs
-from tests.pixels import colour_at
+from tests.factories import colour_at
 from tests.sample_images import IMAGES
 
 pytestmark = pytest.mark.django_db

@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image, ImageDraw
 
-from segmentation.engines import get as get_engine
 from segmentation.imaging.masks import ArtifactError, NormalizedMask
 from segmentation.imaging.masks import normalize_mask as normalize
 from segmentation.imaging.render import PALETTE, colour_for, render_overlay, render_thumbnail
-from tests.image_server import ImageServer
-from tests.pixels import colour_at
+from tests.factories import colour_at
 from tests.sample_images import IMAGES
 
 BAD = IMAGES / "bad"
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def download(url: str, *, what: str) -> bytes:
-    """A mask as the Runflow engine downloads it: its own origin (RUNFLOW_BASE_URL) trusted."""
-    return get_engine("runflow").download(url, what=what)
 
 
 def normalize_mask(data: bytes, width: int, height: int, *, what: str) -> NormalizedMask:
@@ -56,123 +46,6 @@ def ellipse(size: tuple[int, int], box: tuple[int, int, int, int], mode: str = "
     im = Image.new("L", size, 0)
     ImageDraw.Draw(im).ellipse(box, fill=255)
     return im.convert(mode) if mode != "L" else im
-
-
-def object_pixels(im: Image.Image) -> int:
-    """Ground truth: pixels > 127 in an L image, counted independently of the code under test."""
-    return sum(1 for v in im.convert("L").tobytes() if v > 127)
-
-
-def refused(url: str, what: str = "mask 3") -> ArtifactError:
-    with pytest.raises(ArtifactError) as info:
-        download(url, what=what)
-    return info.value
-
-
-def mask_refused(data: bytes, width: int = 64, height: int = 64) -> ArtifactError:
-    with pytest.raises(ArtifactError) as info:
-        normalize_mask(data, width, height, what="mask 3")
-    return info.value
-
-
-PNG_SMALL = encode(ellipse((40, 30), (5, 5, 30, 25)))
-
-
-class ScriptedServer:
-    """A tiny HTTP server whose answers per path are scripted: each request takes the next
-    (status, body, content type) of its path; the last one repeats. ``hits`` counts requests."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, list[tuple[int, bytes, str]]] = {}
-        self.hits: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                with server.lock:
-                    server.hits[path] += 1
-                    script = server.routes.get(path)
-                    if not script:
-                        status, body, ctype = 404, b"not found", "text/plain"
-                    else:
-                        status, body, ctype = script.pop(0) if len(script) > 1 else script[0]
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def add(self, path: str, *answers: tuple[int, bytes, str]) -> str:
-        with self.lock:
-            self.routes[path] = list(answers)
-        return self.url(path)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture(autouse=True)
-def _artifact_settings(settings) -> None:
-    settings.SAM3WEB_ARTIFACT_BACKOFF = 0.01
-    settings.SAM3WEB_ARTIFACT_TIMEOUT = 5.0
-    settings.SAM3WEB_FETCH_ALLOW_PRIVATE = False
-    settings.RUNFLOW_BASE_URL = "https://api.runflow.io"
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(connections: list[tuple[str, int]]) -> None:
-    """Tripwire (conftest's `connections`): no test here may connect anywhere but loopback."""
-
-
-@pytest.fixture(scope="module")
-def image_server() -> Iterator[ImageServer]:
-    with ImageServer() as server:
-        yield server
-
-
-@pytest.fixture
-def scripted() -> Iterator[ScriptedServer]:
-    server = ScriptedServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def runflow(settings, scripted: ScriptedServer) -> ScriptedServer:
-    """The scripted server is Runflow's origin, so it is trusted though it is on 127.0.0.1."""
-    settings.RUNFLOW_BASE_URL = scripted.base_url
-    return scripted
-
-
-@pytest.fixture
-def runflow_images(settings, image_server: ImageServer) -> ImageServer:
-    image_server.reset()
-    settings.RUNFLOW_BASE_URL = image_server.url("")
-    return image_server
 
 
 # --- palette --------------------------------------------------------------------------------------

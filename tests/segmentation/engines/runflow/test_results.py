@@ -15,8 +15,7 @@ from PIL import Image
 
 from segmentation.models import Mask, Run
 from segmentation.tasks import poll_delay
-from tests.factories import run_worker, submit, upload
-from tests.pixels import colour_at
+from tests.factories import colour_at, run_worker, submit, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
