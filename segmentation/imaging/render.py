@@ -109,16 +109,18 @@ def render_thumbnail(
             layer = overlay if overlay.mode == "RGBA" else overlay.convert("RGBA")
             # resize premultiplies alpha, so transparent pixels do not bleed black into edges.
             layer = layer.resize(base.size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        base = Image.alpha_composite(base, layer)
-    flat = Image.new("RGB", base.size, (255, 255, 255))  # transparent photos on white
-    flat.paste(base, None, base.getchannel("A"))
+        base = Image.alpha_composite(base.convert("RGBA"), layer)
+    if base.mode == "RGBA":
+        flat = Image.new("RGB", base.size, (255, 255, 255))  # transparent photos on white
+        flat.paste(base, None, base.getchannel("A"))
+        base = flat
     buf = io.BytesIO()
-    flat.save(buf, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+    base.save(buf, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
     return buf.getvalue()
 
 
 def _thumbnail_base(data: bytes, size: tuple[int, int]) -> Image.Image:
-    """The image, upright, scaled to fit ``size``, as RGBA."""
+    """The image, upright, scaled to fit ``size``, as RGB (RGBA where it has transparency)."""
     # Open the header ourselves so draft() can act before any pixel is decoded.
     limit = max_pixels()
     try:
@@ -152,4 +154,4 @@ def _thumbnail_base(data: bytes, size: tuple[int, int]) -> Image.Image:
             ) from None
     if turn != 1:
         small = small.transpose(EXIF_TRANSPOSE[turn])
-    return small if small.mode == "RGBA" else small.convert("RGBA")
+    return small if small.mode in ("RGB", "RGBA") else small.convert("RGB")
