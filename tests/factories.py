@@ -100,6 +100,19 @@ def prompted_run(
     return make_run(owner, input=data, metadata=metadata)
 
 
+def encode_image(im: Image.Image, fmt: str = "PNG", **params: Any) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Bytes decoded whole (a truncated file fails here, not later)."""
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
 def colour_at(im: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
     """The bands of a multi-band image's (RGB, RGBA, ...) pixel at ``xy``: Pillow's getpixel()
     answers a number for one band and None for none, so the test says which it expects."""

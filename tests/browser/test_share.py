@@ -26,7 +26,7 @@ from tests.browser.helpers import (
 
 # The signed-in page in Chromium, as the other browser tests have it.
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_polling")]
 
 
 def test_a_public_link_shows_the_masks_to_a_stranger_until_it_is_revoked(

@@ -30,7 +30,7 @@ from tests.browser.helpers import (
 )
 from tests.factories import drain, settled, stored_image, submit
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_polling")]
 
 SCORES = [0.95, 0.91, 0.87, 0.83]
 

@@ -95,6 +95,7 @@ def decode(segmentation: dict[str, Any]) -> np.ndarray:
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fast_polling"),
     # pycocotools 2.0.x with NumPy 2: harmless, and not ours.
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
 ]

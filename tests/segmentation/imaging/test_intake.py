@@ -42,6 +42,7 @@ from segmentation.imaging.intake import (
     intake_bytes,
     intake_upload,
 )
+from tests.factories import decode_image, encode_image
 from tests.sample_images import IMAGES, ROOT
 
 BAD = IMAGES / "bad"
@@ -50,18 +51,6 @@ MiB = 1024 * 1024
 
 def read(name: str) -> bytes:
     return (IMAGES / name).read_bytes()
-
-
-def decode(data: bytes) -> Image.Image:
-    im = Image.open(io.BytesIO(data))
-    im.load()
-    return im
-
-
-def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
 
 
 def exif_with_orientation(value: int) -> bytes:
@@ -210,7 +199,7 @@ def test_good_file_is_accepted(name: str) -> None:
     assert result.sha256 == hashlib.sha256(result.data).hexdigest()
     if converted:
         assert result.data != original
-        out = decode(result.data)
+        out = decode_image(result.data)
         assert out.size == (width, height)
         assert out.format is not None
         assert Image.MIME[out.format] == content_type
@@ -220,7 +209,7 @@ def test_good_file_is_accepted(name: str) -> None:
 
 def test_exif_rotated_jpeg_is_turned_upright_and_loses_the_tag() -> None:
     result = intake_bytes(read("cat-exif-rotated.jpg"))
-    out = decode(result.data)
+    out = decode_image(result.data)
     assert out.format == "JPEG" and out.size == (300, 451)
     assert ExifTags.Base.Orientation not in out.getexif()
     expected = ImageOps.exif_transpose(Image.open(IMAGES / "cat-exif-rotated.jpg"))
@@ -231,22 +220,22 @@ def test_exif_rotated_jpeg_is_turned_upright_and_loses_the_tag() -> None:
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_every_exif_orientation_matches_pillow(orientation: int) -> None:
-    data = encode(SMALL, "PNG", exif=exif_with_orientation(orientation))
+    data = encode_image(SMALL, "PNG", exif=exif_with_orientation(orientation))
     result = intake_bytes(data)
-    expected = ImageOps.exif_transpose(decode(data))
+    expected = ImageOps.exif_transpose(decode_image(data))
     assert (result.width, result.height) == expected.size
     assert result.converted is (orientation != 1)
     assert result.content_type == "image/png"
-    out = decode(result.data)
+    out = decode_image(result.data)
     assert same_pixels(out, expected)
     assert ExifTags.Base.Orientation not in out.getexif() or orientation == 1
 
 
 def test_rotated_jpeg_keeps_its_icc_profile() -> None:
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    data = encode(SMALL, "JPEG", quality=90, icc_profile=icc, exif=exif_with_orientation(8))
+    data = encode_image(SMALL, "JPEG", quality=90, icc_profile=icc, exif=exif_with_orientation(8))
     result = intake_bytes(data)
-    out = decode(result.data)
+    out = decode_image(result.data)
     assert result.content_type == "image/jpeg" and result.converted
     assert out.size == (32, 48)
     assert out.info.get("icc_profile") == icc
@@ -255,15 +244,15 @@ def test_rotated_jpeg_keeps_its_icc_profile() -> None:
 
 @pytest.mark.parametrize("fmt", ["WEBP", "AVIF"])
 def test_rotated_webp_and_avif_become_png(fmt: str) -> None:
-    result = intake_bytes(encode(SMALL, fmt, exif=exif_with_orientation(6)))
+    result = intake_bytes(encode_image(SMALL, fmt, exif=exif_with_orientation(6)))
     assert result.converted and result.content_type == "image/png"
     assert (result.width, result.height) == (32, 48)
-    assert decode(result.data).size == (32, 48)
+    assert decode_image(result.data).size == (32, 48)
 
 
 def test_cmyk_jpeg_becomes_rgb_jpeg_with_the_right_colours() -> None:
     result = intake_bytes(read("cat-cmyk.jpg"))
-    out = decode(result.data)
+    out = decode_image(result.data)
     assert (out.format, out.mode) == ("JPEG", "RGB")
     reference = ImageStat.Stat(Image.open(IMAGES / "cat.jpg").convert("RGB")).mean
     for got, want in zip(ImageStat.Stat(out).mean, reference, strict=True):
@@ -272,7 +261,7 @@ def test_cmyk_jpeg_becomes_rgb_jpeg_with_the_right_colours() -> None:
 
 def test_animated_gif_becomes_a_png_of_its_first_frame() -> None:
     result = intake_bytes(read("cat-animated.gif"))
-    out = decode(result.data)
+    out = decode_image(result.data)
     assert out.format == "PNG" and getattr(out, "n_frames", 1) == 1
     gif = Image.open(IMAGES / "cat-animated.gif")
     first = gif.convert("RGBA")
@@ -284,8 +273,8 @@ def test_animated_gif_becomes_a_png_of_its_first_frame() -> None:
 
 def test_still_gif_becomes_png_keeping_transparency() -> None:
     im = SMALL.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-    result = intake_bytes(encode(im, "GIF", transparency=0))
-    out = decode(result.data)
+    result = intake_bytes(encode_image(im, "GIF", transparency=0))
+    out = decode_image(result.data)
     assert (out.format, result.converted) == ("PNG", True)
     # Palette index 0 is still see-through: the lowest alpha is 0.
     assert out.convert("RGBA").getchannel("A").getextrema()[0] == 0
@@ -295,7 +284,7 @@ def test_camera_16bit_becomes_8bit_gray_with_its_real_contrast() -> None:
     # Surprise: camera-16bit.png holds 0..255 in 16-bit samples (8-bit data, not scaled up), so a
     # blind >> 8 would make it black. It comes out identical to the 8-bit camera-gray.png.
     assert Image.open(IMAGES / "camera-16bit.png").getextrema() == (0, 255)
-    out = decode(intake_bytes(read("camera-16bit.png")).data)
+    out = decode_image(intake_bytes(read("camera-16bit.png")).data)
     assert out.mode == "L"
     gray = Image.open(IMAGES / "camera-gray.png")
     assert same_pixels(out, gray)
@@ -307,9 +296,9 @@ def test_high_bit_png_is_scaled_not_clipped(scale: int) -> None:
     wide = Image.frombytes(
         "I;16", gray.size, array("H", [v * scale for v in gray.tobytes()]).tobytes()
     )
-    data = encode(wide, "PNG")
-    assert decode(data).mode == "I;16"
-    out = decode(intake_bytes(data).data)
+    data = encode_image(wide, "PNG")
+    assert decode_image(data).mode == "I;16"
+    out = decode_image(intake_bytes(data).data)
     assert out.mode == "L"
     assert same_pixels(out, gray)
 
@@ -324,7 +313,7 @@ def test_float_and_32bit_gray_are_spread_over_8_bits() -> None:
 
 
 def test_generated_avif_is_accepted_unchanged() -> None:
-    data = encode(SMALL, "AVIF", quality=60)
+    data = encode_image(SMALL, "AVIF", quality=60)
     result = intake_bytes(data)
     assert (result.content_type, result.extension, result.source_format) == (
         "image/avif",
@@ -336,7 +325,7 @@ def test_generated_avif_is_accepted_unchanged() -> None:
 
 
 def test_mpo_from_a_phone_is_treated_as_jpeg() -> None:
-    data = encode(SMALL, "MPO", save_all=True, append_images=[SMALL.rotate(180)])
+    data = encode_image(SMALL, "MPO", save_all=True, append_images=[SMALL.rotate(180)])
     result = intake_bytes(data)
     assert result.source_format == "MPO"
     assert (result.content_type, result.extension, result.converted) == ("image/jpeg", "jpg", False)
@@ -345,7 +334,7 @@ def test_mpo_from_a_phone_is_treated_as_jpeg() -> None:
 
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA"])
 def test_modes_every_browser_shows_are_kept(mode: str) -> None:
-    data = encode(SMALL.convert(mode), "PNG")
+    data = encode_image(SMALL.convert(mode), "PNG")
     assert intake_bytes(data).data == data
 
 
@@ -360,7 +349,7 @@ def test_modes_every_browser_shows_are_kept(mode: str) -> None:
     ],
 )
 def test_other_image_formats_are_named_and_refused(fmt: str, name: str) -> None:
-    exc = rejected(encode(SMALL, fmt))
+    exc = rejected(encode_image(SMALL, fmt))
     assert exc.code == "unsupported_format"
     assert (
         exc.message == f"{name} images are not supported. Please use JPEG, PNG, WebP, GIF or AVIF."
@@ -554,21 +543,21 @@ def intake_or_refuse(data: bytes) -> None:
     assert result.width > 0 and result.height > 0
     with warnings.catch_warnings():  # Pillow may grumble about what we kept byte for byte
         warnings.simplefilter("ignore")
-        assert decode(result.data).size == (result.width, result.height)
+        assert decode_image(result.data).size == (result.width, result.height)
 
 
 SEEDS = [
-    encode(SMALL, "JPEG", quality=80, exif=exif_with_orientation(6)),
-    encode(SMALL.convert("CMYK"), "JPEG"),
-    encode(SMALL, "PNG"),
-    encode(SMALL.convert("P"), "PNG", exif=exif_with_orientation(3)),
-    encode(
+    encode_image(SMALL, "JPEG", quality=80, exif=exif_with_orientation(6)),
+    encode_image(SMALL.convert("CMYK"), "JPEG"),
+    encode_image(SMALL, "PNG"),
+    encode_image(SMALL.convert("P"), "PNG", exif=exif_with_orientation(3)),
+    encode_image(
         SMALL.convert("P"), "GIF", save_all=True, append_images=[SMALL.rotate(180).convert("P")]
     ),
-    encode(SMALL, "WEBP", exif=exif_with_orientation(8)),
-    encode(SMALL, "AVIF", quality=50),
-    encode(SMALL, "MPO", save_all=True, append_images=[SMALL]),
-    encode(Image.frombytes("I;16", (4, 4), bytes(range(32))), "PNG"),
+    encode_image(SMALL, "WEBP", exif=exif_with_orientation(8)),
+    encode_image(SMALL, "AVIF", quality=50),
+    encode_image(SMALL, "MPO", save_all=True, append_images=[SMALL]),
+    encode_image(Image.frombytes("I;16", (4, 4), bytes(range(32))), "PNG"),
 ]
 
 # Hypothesis: no example database (it would leave a .hypothesis folder in the project), no

@@ -7,7 +7,6 @@ non-loopback address."""
 from __future__ import annotations
 
 import base64
-import io
 import math
 import socket
 import threading
@@ -25,6 +24,7 @@ from segmentation.imaging.intake import intake_bytes
 from segmentation.imaging.masks import ArtifactError, NormalizedMask, box_to_pixels
 from segmentation.imaging.masks import normalize_mask as normalize
 from segmentation.imaging.render import colour_for, render_overlay, render_thumbnail
+from tests.factories import decode_image, encode_image
 from tests.image_server import ImageServer
 from tests.sample_images import IMAGES
 
@@ -41,18 +41,6 @@ def download(url: str, *, what: str) -> bytes:
 
 def normalize_mask(data: bytes, width: int, height: int, *, what: str) -> NormalizedMask:
     return normalize(data, width, height, what=what, provider="Runflow")
-
-
-def encode(im: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
-
-
-def decode(data: bytes) -> Image.Image:
-    im = Image.open(io.BytesIO(data))
-    im.load()
-    return im
 
 
 def ellipse(size: tuple[int, int], box: tuple[int, int, int, int], mode: str = "L") -> Image.Image:
@@ -83,7 +71,7 @@ def mask_refused(data: bytes, width: int = 64, height: int = 64) -> ArtifactErro
     return info.value
 
 
-PNG_SMALL = encode(ellipse((40, 30), (5, 5, 30, 25)))
+PNG_SMALL = encode_image(ellipse((40, 30), (5, 5, 30, 25)))
 
 
 class ScriptedServer:
@@ -229,7 +217,7 @@ def test_bad_data_uris_are_permanent(uri: str, code: str) -> None:
 
 def test_data_uri_over_the_limit(settings) -> None:
     settings.SAM3WEB_ARTIFACT_MAX_BYTES = 1000
-    big = encode(Image.effect_noise((64, 64), 50).convert("L"))
+    big = encode_image(Image.effect_noise((64, 64), 50).convert("L"))
     assert len(big) > 1000
     exc = refused("data:image/png;base64," + base64.b64encode(big).decode())
     assert (exc.code, exc.permanent) == ("too_large", True)
@@ -407,7 +395,7 @@ def test_ingest_a_whole_run(runflow: ScriptedServer) -> None:
     width, height = 200, 100
     boxes = [(10, 10, 60, 50), (50, 20, 90, 45)]
     for i, box in enumerate(boxes):
-        runflow.add(f"/m{i}.png", (200, encode(ellipse((100, 50), box)), "image/png"))
+        runflow.add(f"/m{i}.png", (200, encode_image(ellipse((100, 50), box)), "image/png"))
     output = {
         "model_data": {
             "masks": [{"url": runflow.url(f"/m{i}.png")} for i in range(2)],
@@ -422,7 +410,9 @@ def test_ingest_a_whole_run(runflow: ScriptedServer) -> None:
     ]
     assert [m.bbox for m in masks] == [(20, 20, 122, 100), (100, 40, 182, 92)]
     overlay = render_overlay(((m.png, colour_for(i)) for i, m in enumerate(masks)), width, height)
-    thumb = decode(render_thumbnail(encode(Image.new("RGB", (width, height), "white")), overlay))
+    thumb = decode_image(
+        render_thumbnail(encode_image(Image.new("RGB", (width, height), "white")), overlay)
+    )
     assert thumb.size == (200, 100)  # never enlarged
 
 
@@ -430,7 +420,7 @@ def test_ingest_a_whole_run(runflow: ScriptedServer) -> None:
 
 
 def check_mask(mask: NormalizedMask, size: tuple[int, int]) -> Image.Image:
-    im = decode(mask.png)
+    im = decode_image(mask.png)
     assert im.format == "PNG" and im.mode == "1" and im.size == size
     assert set(im.convert("L").tobytes()) <= {0, 255}
     assert mask.area == object_pixels(im)
@@ -440,7 +430,7 @@ def check_mask(mask: NormalizedMask, size: tuple[int, int]) -> Image.Image:
 
 def test_l_mask_at_the_image_size() -> None:
     source = ellipse((64, 48), (10, 5, 40, 30))
-    mask = normalize_mask(encode(source), 64, 48, what="mask 0")
+    mask = normalize_mask(encode_image(source), 64, 48, what="mask 0")
     im = check_mask(mask, (64, 48))
     assert mask.area == object_pixels(source) > 0
     assert mask.bbox == (10, 5, 41, 31)  # max exclusive
@@ -450,24 +440,26 @@ def test_l_mask_at_the_image_size() -> None:
 def test_threshold_is_above_127() -> None:
     source = Image.new("L", (4, 1))
     source.putdata([126, 127, 128, 255])
-    mask = normalize_mask(encode(source), 4, 1, what="m")
+    mask = normalize_mask(encode_image(source), 4, 1, what="m")
     assert (mask.area, mask.bbox) == (2, (2, 0, 4, 1))
 
 
 def test_rgba_mask_uses_its_alpha() -> None:
     """White everywhere, the object only in alpha: the colour alone would be all object."""
     source = ellipse((64, 48), (10, 5, 40, 30), mode="RGBA")
-    mask = normalize_mask(encode(source), 64, 48, what="m")
+    mask = normalize_mask(encode_image(source), 64, 48, what="m")
     check_mask(mask, (64, 48))
     assert mask.area == object_pixels(source.getchannel("A"))
     assert mask.bbox == (10, 5, 41, 31)
-    la = normalize_mask(encode(ellipse((64, 48), (10, 5, 40, 30), mode="LA")), 64, 48, what="m")
+    la = normalize_mask(
+        encode_image(ellipse((64, 48), (10, 5, 40, 30), mode="LA")), 64, 48, what="m"
+    )
     assert (la.area, la.bbox) == (mask.area, mask.bbox)
 
 
 def test_opaque_rgba_mask_uses_its_grey_value() -> None:
     source = ellipse((64, 48), (10, 5, 40, 30)).convert("RGBA")  # alpha 255 everywhere
-    mask = normalize_mask(encode(source), 64, 48, what="m")
+    mask = normalize_mask(encode_image(source), 64, 48, what="m")
     assert (mask.area, mask.bbox) == (object_pixels(source), (10, 5, 41, 31))
 
 
@@ -475,25 +467,25 @@ def test_palette_one_bit_and_transparency_key_masks() -> None:
     source = ellipse((64, 48), (10, 5, 40, 30))
     expected = object_pixels(source)
     for im in (source.convert("1"), source.convert("P"), source.convert("RGB")):
-        assert normalize_mask(encode(im), 64, 48, what="m").area == expected
+        assert normalize_mask(encode_image(im), 64, 48, what="m").area == expected
     # A palette PNG whose background colour is transparent (tRNS): alpha decides.
     keyed = Image.new("P", (64, 48), 0)
     keyed.putpalette([0, 0, 0, 255, 255, 255])
     ImageDraw.Draw(keyed).rectangle((8, 8, 17, 17), fill=1)
-    mask = normalize_mask(encode(keyed, transparency=0), 64, 48, what="m")
+    mask = normalize_mask(encode_image(keyed, transparency=0), 64, 48, what="m")
     assert (mask.area, mask.bbox) == (100, (8, 8, 18, 18))
 
 
 def test_zero_one_label_png_counts_ones_as_object() -> None:
     source = Image.new("L", (10, 10), 0)
     ImageDraw.Draw(source).rectangle((2, 3, 4, 6), fill=1)
-    mask = normalize_mask(encode(source), 10, 10, what="m")
+    mask = normalize_mask(encode_image(source), 10, 10, what="m")
     assert (mask.area, mask.bbox) == (12, (2, 3, 5, 7))
 
 
 def test_half_size_mask_is_resized_exactly() -> None:
     small = ellipse((32, 24), (4, 2, 20, 15))
-    mask = normalize_mask(encode(small), 64, 48, what="m")
+    mask = normalize_mask(encode_image(small), 64, 48, what="m")
     check_mask(mask, (64, 48))
     # Nearest-neighbour at exactly 2x: every pixel becomes a 2x2 block.
     assert mask.area == 4 * object_pixels(small)
@@ -506,23 +498,23 @@ def test_half_size_mask_is_resized_exactly() -> None:
 def test_mask_at_another_aspect_is_stretched_to_the_image() -> None:
     small = Image.new("L", (100, 100), 0)
     ImageDraw.Draw(small).rectangle((0, 0, 49, 99), fill=255)  # the left half
-    mask = normalize_mask(encode(small), 300, 451, what="m")
+    mask = normalize_mask(encode_image(small), 300, 451, what="m")
     check_mask(mask, (300, 451))
     assert (mask.area, mask.bbox) == (150 * 451, (0, 0, 150, 451))
 
 
 def test_empty_mask() -> None:
-    mask = normalize_mask(encode(Image.new("L", (64, 48), 0)), 64, 48, what="m")
+    mask = normalize_mask(encode_image(Image.new("L", (64, 48), 0)), 64, 48, what="m")
     assert (mask.area, mask.bbox) == (0, None)
     check_mask(mask, (64, 48))
-    full = normalize_mask(encode(Image.new("L", (64, 48), 255)), 64, 48, what="m")
+    full = normalize_mask(encode_image(Image.new("L", (64, 48), 255)), 64, 48, what="m")
     assert (full.area, full.bbox) == (64 * 48, (0, 0, 64, 48))
 
 
 def test_jpeg_mask_with_compression_noise_is_thresholded() -> None:
     source = ellipse((256, 192), (40, 30, 200, 150))
-    jpeg = encode(source, "JPEG", quality=40)
-    noisy = decode(jpeg)
+    jpeg = encode_image(source, "JPEG", quality=40)
+    noisy = decode_image(jpeg)
     assert set(noisy.tobytes()) - {0, 255}, "the JPEG should carry compression noise"
     mask = normalize_mask(jpeg, 256, 192, what="m")
     check_mask(mask, (256, 192))
@@ -532,13 +524,13 @@ def test_jpeg_mask_with_compression_noise_is_thresholded() -> None:
     # An empty JPEG mask is noise of 0s and 1s at most: still empty (no 0/1 label guessing).
     empty = Image.new("L", (64, 64), 0)
     empty.putpixel((5, 5), 3)
-    assert normalize_mask(encode(empty, "JPEG", quality=40), 64, 64, what="m").area == 0
+    assert normalize_mask(encode_image(empty, "JPEG", quality=40), 64, 64, what="m").area == 0
 
 
 def test_16_bit_mask() -> None:
     source = Image.new("I;16", (10, 10), 0)
     ImageDraw.Draw(source).rectangle((1, 1, 3, 3), fill=65535)
-    mask = normalize_mask(encode(source), 10, 10, what="m")
+    mask = normalize_mask(encode_image(source), 10, 10, what="m")
     assert (mask.area, mask.bbox) == (9, (1, 1, 4, 4))
 
 
@@ -546,7 +538,7 @@ def test_16_bit_mask() -> None:
 def test_webp_and_gif_masks(fmt: str) -> None:
     source = ellipse((64, 48), (10, 5, 40, 30))
     mask = normalize_mask(
-        encode(source, fmt, lossless=True) if fmt == "WEBP" else encode(source, fmt),
+        encode_image(source, fmt, lossless=True) if fmt == "WEBP" else encode_image(source, fmt),
         64,
         48,
         what="m",
@@ -562,8 +554,8 @@ def test_webp_and_gif_masks(fmt: str) -> None:
         ((BAD / "html-as-png.png").read_bytes(), "web_page"),
         ((BAD / "script.svg").read_bytes(), "not_image"),
         ((BAD / "truncated.jpg").read_bytes(), "damaged"),
-        (encode(Image.new("L", (8, 8)), "BMP"), "not_image"),
-        (encode(Image.new("L", (8, 8)), "TIFF"), "not_image"),
+        (encode_image(Image.new("L", (8, 8)), "BMP"), "not_image"),
+        (encode_image(Image.new("L", (8, 8)), "TIFF"), "not_image"),
     ],
 )
 def test_not_an_image_is_permanent(data: bytes, code: str) -> None:
@@ -586,8 +578,8 @@ def test_bomb_is_refused_before_decoding() -> None:
 
 def test_pixel_limit_setting_applies(settings) -> None:
     settings.SAM3WEB_MAX_IMAGE_PIXELS = 1000
-    assert mask_refused(encode(Image.new("L", (40, 40))), 10, 10).code == "too_many_pixels"
-    assert mask_refused(encode(Image.new("L", (10, 10))), 40, 40).code == "too_many_pixels"
+    assert mask_refused(encode_image(Image.new("L", (40, 40))), 10, 10).code == "too_many_pixels"
+    assert mask_refused(encode_image(Image.new("L", (10, 10))), 40, 40).code == "too_many_pixels"
 
 
 @pytest.mark.parametrize(("width", "height"), [(0, 10), (10, -1), (10.0, 10), (True, 10)])
@@ -596,7 +588,7 @@ def test_nonsense_target_size(width: object, height: object) -> None:
 
 
 def test_32_masks_of_1024_are_fast() -> None:
-    data = encode(ellipse((1024, 1024), (100, 200, 800, 900)))
+    data = encode_image(ellipse((1024, 1024), (100, 200, 800, 900)))
     started = time.process_time()
     for i in range(32):
         normalize_mask(data, 1024, 1024, what=f"mask {i}")

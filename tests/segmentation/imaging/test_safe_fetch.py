@@ -5,7 +5,6 @@ non-loopback address."""
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import socket
 import time
@@ -13,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
-from PIL import ExifTags, Image, ImageChops
 
 from segmentation.imaging.decode import (
     MSG_CORRUPT,
@@ -26,7 +24,6 @@ from segmentation.imaging.decode import (
 from segmentation.imaging.intake import (
     USER_AGENT,
     check_url,
-    intake_bytes,
     intake_url,
 )
 from segmentation.imaging.safe_fetch import (
@@ -38,7 +35,6 @@ from segmentation.imaging.safe_fetch import (
 from tests.image_server import ImageServer
 from tests.sample_images import IMAGES
 
-BAD = IMAGES / "bad"
 MiB = 1024 * 1024
 
 
@@ -46,38 +42,7 @@ def read(name: str) -> bytes:
     return (IMAGES / name).read_bytes()
 
 
-def decode(data: bytes) -> Image.Image:
-    im = Image.open(io.BytesIO(data))
-    im.load()
-    return im
-
-
-def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
-
-
-def exif_with_orientation(value: int) -> bytes:
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = value
-    return exif.tobytes()
-
-
-def same_pixels(a: Image.Image, b: Image.Image) -> bool:
-    # alpha_only=False: by default an RGBA getbbox looks at the alpha channel alone.
-    diff = ImageChops.difference(a.convert("RGBA"), b.convert("RGBA"))
-    return diff.getbbox(alpha_only=False) is None
-
-
-def rejected(data: bytes) -> ImageRejected:
-    with pytest.raises(ImageRejected) as info:
-        intake_bytes(data)
-    return info.value
-
-
 # A small, asymmetric photo: flips and rotations all give different pixels.
-SMALL = Image.open(IMAGES / "cat.jpg").convert("RGB").resize((48, 32))
 
 
 # --- the address check ----------------------------------------------------------------------------

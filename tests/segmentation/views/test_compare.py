@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from segmentation.models import Mask, Run
 from tests.factories import drain, settled, stored_image, submit
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_polling")]
 
 OPTIONS = {
     "apply_mask": True,

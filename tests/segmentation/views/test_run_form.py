@@ -5,45 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-from html import unescape
-from typing import Any
 
 import pytest
 from django.test import Client
 
 from segmentation.models import Run, SourceImage
-from tests.factories import png_bytes, upload
+from tests.factories import field_errors, form_data, png_bytes, upload
 from tests.sample_images import IMAGES
 
 pytestmark = pytest.mark.django_db
 
 URL = "/runs/new/"
-
-
-def form_data(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "prompt": "cat",
-        "point_prompts": "",
-        "box_prompts": "",
-        "include_scores": "on",
-        "include_boxes": "on",
-        "apply_mask": "on",
-        "max_masks": "3",
-        "output_format": "png",
-        "metadata": "",
-    }
-    if "image" not in overrides and "image_url" not in overrides:
-        data["image"] = upload("cat.jpg")
-    data.update(overrides)
-    return {k: v for k, v in data.items() if v is not None}
-
-
-def field_errors(response, field: str) -> list[str]:
-    """The messages rendered beside one field, as a person reads them."""
-    html = response.content.decode()
-    block = re.search(rf'id="field-{field}".*?</div>', html, re.S)
-    assert block, f"no field {field} on the page"
-    return [unescape(m) for m in re.findall(r"<li>(.*?)</li>", block.group(0), re.S)]
 
 
 def assert_refused(response, field: str, fragment: str) -> None:

@@ -22,7 +22,7 @@ from segmentation.engines.runflow import callbacks
 from segmentation.models import Run
 from tests.factories import drain, ellipse, run_with_masks, settled, submit, upload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_polling")]
 
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 BOXES = '[{"x_min": 20, "y_min": 30, "x_max": 150, "y_max": 140}, {"x_min": 200, "y_min": 120, "x_max": 360, "y_max": 280}]'  # noqa: E501

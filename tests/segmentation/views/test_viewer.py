@@ -14,7 +14,7 @@ from segmentation.imaging.render import PALETTE
 from segmentation.models import Run
 from tests.factories import drain, ellipse, run_with_masks, settled, submit
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_polling")]
 
 
 def body(response) -> bytes:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable
 
 import pytest
 from django.test import Client
@@ -15,33 +14,9 @@ from PIL import Image
 
 from segmentation.models import Mask, Run
 from segmentation.tasks import poll_delay
-from tests.factories import colour_at, run_worker, submit, upload
+from tests.factories import colour_at, drain, run_worker, settled, submit, upload
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fast_polling(settings) -> None:
-    settings.SAM3WEB_POLL_FIRST = 0.05
-    settings.SAM3WEB_POLL_MAX_INTERVAL = 0.2
-    settings.SAM3WEB_ARTIFACT_TIMEOUT = 2.0
-    settings.SAM3WEB_ARTIFACT_BACKOFF = 0.01
-
-
-def drain(until: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Run the real worker until `until()` holds (polls are scheduled a little ahead)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        run_worker()
-        if until():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("the worker did not get there in time")
-        time.sleep(0.05)
-
-
-def settled(run: Run) -> Callable[[], bool]:
-    return lambda: Run.objects.get(pk=run.pk).settled
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_polling")]
 
 
 def png(response) -> Image.Image:
