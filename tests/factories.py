@@ -113,6 +113,19 @@ def decode_image(data: bytes) -> Image.Image:
     return im
 
 
+def mask_ellipse(
+    size: tuple[int, int], box: tuple[int, int, int, int], mode: str = "L"
+) -> Image.Image:
+    """A white ellipse on black (or an opaque ellipse on transparent for RGBA/LA)."""
+    if mode in ("RGBA", "LA"):
+        im = Image.new(mode, size, (255, 255, 255, 0) if mode == "RGBA" else (255, 0))
+        ImageDraw.Draw(im).ellipse(box, fill=(255, 255, 255, 255) if mode == "RGBA" else (255, 255))
+        return im
+    im = Image.new("L", size, 0)
+    ImageDraw.Draw(im).ellipse(box, fill=255)
+    return im.convert(mode) if mode != "L" else im
+
+
 def colour_at(im: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
     """The bands of a multi-band image's (RGB, RGBA, ...) pixel at ``xy``: Pillow's getpixel()
     answers a number for one band and None for none, so the test says which it expects."""

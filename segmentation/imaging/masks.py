@@ -408,7 +408,7 @@ def box_to_pixels(
     the image. Raises ValueError for anything but 4 finite numbers."""
     if not isinstance(box_norm, list | tuple) or len(box_norm) != 4:
         raise ValueError(f"a box is 4 numbers [cx, cy, w, h], not {box_norm!r:.60}")
-    numbers = [_finite(v) for v in box_norm]
+    numbers = [finite_number(v) for v in box_norm]
     if any(n is None for n in numbers):
         raise ValueError(f"a box is 4 finite numbers, not {box_norm!r:.60}")
     cx, cy, w, h = (n for n in numbers if n is not None)
@@ -423,7 +423,7 @@ def box_to_pixels(
     return (x_min, y_min, max(x_min, x_max), max(y_min, y_max))
 
 
-def _finite(value: object) -> float | None:
+def finite_number(value: object) -> float | None:
     """A finite int/float as float; None for bools, text, NaN, infinities and everything else."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None

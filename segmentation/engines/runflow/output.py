@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import reprlib
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from segmentation.engines.base import EngineOutput, MaskRef
+from segmentation.imaging.masks import finite_number
 
 logger = logging.getLogger(__name__)
 
@@ -196,21 +196,10 @@ def _file_url(item: object, where: str, notes: _Notes) -> str | None:
     return None
 
 
-def _number(value: object) -> float | None:
-    """A finite int/float as float; None for bools, text, NaN, infinities and everything else."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an int too big for a float
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _score(value: object, where: str, notes: _Notes) -> float | None:
     if value is None:
         return None
-    number = _number(value)
+    number = finite_number(value)
     if number is None:
         notes.add(f"{where} is {_show(value)}, not a finite number; ignored it")
         return None
@@ -226,7 +215,7 @@ def _box(value: object, where: str, notes: _Notes) -> tuple[float, float, float,
     if not _is_list(value) or len(value) != 4:
         notes.add(f"{where} is {_show(value)}, not a list of 4 numbers; ignored it")
         return None
-    numbers = [n for n in map(_number, value) if n is not None]
+    numbers = [n for n in map(finite_number, value) if n is not None]
     if len(numbers) != 4:
         notes.add(f"{where} is {_show(value)}, not 4 finite numbers; ignored it")
         return None
@@ -364,7 +353,7 @@ def _is_image_entry(entry: object, pos: int, notes: _Notes) -> bool:
 
 
 def _entry_size(entry: Mapping) -> tuple[float, float] | None:
-    w, h = _number(entry.get("width")), _number(entry.get("height"))
+    w, h = finite_number(entry.get("width")), finite_number(entry.get("height"))
     return (w, h) if w is not None and h is not None else None
 
 

@@ -24,7 +24,7 @@ from segmentation.imaging.intake import intake_bytes
 from segmentation.imaging.masks import ArtifactError, NormalizedMask, box_to_pixels
 from segmentation.imaging.masks import normalize_mask as normalize
 from segmentation.imaging.render import colour_for, render_overlay, render_thumbnail
-from tests.factories import decode_image, encode_image
+from tests.factories import decode_image, encode_image, mask_ellipse
 from tests.image_server import ImageServer
 from tests.sample_images import IMAGES
 
@@ -41,17 +41,6 @@ def download(url: str, *, what: str) -> bytes:
 
 def normalize_mask(data: bytes, width: int, height: int, *, what: str) -> NormalizedMask:
     return normalize(data, width, height, what=what, provider="Runflow")
-
-
-def ellipse(size: tuple[int, int], box: tuple[int, int, int, int], mode: str = "L") -> Image.Image:
-    """A white ellipse on black (or an opaque ellipse on transparent for RGBA/LA)."""
-    if mode in ("RGBA", "LA"):
-        im = Image.new(mode, size, (255, 255, 255, 0) if mode == "RGBA" else (255, 0))
-        ImageDraw.Draw(im).ellipse(box, fill=(255, 255, 255, 255) if mode == "RGBA" else (255, 255))
-        return im
-    im = Image.new("L", size, 0)
-    ImageDraw.Draw(im).ellipse(box, fill=255)
-    return im.convert(mode) if mode != "L" else im
 
 
 def object_pixels(im: Image.Image) -> int:
@@ -71,7 +60,7 @@ def mask_refused(data: bytes, width: int = 64, height: int = 64) -> ArtifactErro
     return info.value
 
 
-PNG_SMALL = encode_image(ellipse((40, 30), (5, 5, 30, 25)))
+PNG_SMALL = encode_image(mask_ellipse((40, 30), (5, 5, 30, 25)))
 
 
 class ScriptedServer:
@@ -395,7 +384,7 @@ def test_ingest_a_whole_run(runflow: ScriptedServer) -> None:
     width, height = 200, 100
     boxes = [(10, 10, 60, 50), (50, 20, 90, 45)]
     for i, box in enumerate(boxes):
-        runflow.add(f"/m{i}.png", (200, encode_image(ellipse((100, 50), box)), "image/png"))
+        runflow.add(f"/m{i}.png", (200, encode_image(mask_ellipse((100, 50), box)), "image/png"))
     output = {
         "model_data": {
             "masks": [{"url": runflow.url(f"/m{i}.png")} for i in range(2)],
@@ -429,7 +418,7 @@ def check_mask(mask: NormalizedMask, size: tuple[int, int]) -> Image.Image:
 
 
 def test_l_mask_at_the_image_size() -> None:
-    source = ellipse((64, 48), (10, 5, 40, 30))
+    source = mask_ellipse((64, 48), (10, 5, 40, 30))
     mask = normalize_mask(encode_image(source), 64, 48, what="mask 0")
     im = check_mask(mask, (64, 48))
     assert mask.area == object_pixels(source) > 0
@@ -446,25 +435,25 @@ def test_threshold_is_above_127() -> None:
 
 def test_rgba_mask_uses_its_alpha() -> None:
     """White everywhere, the object only in alpha: the colour alone would be all object."""
-    source = ellipse((64, 48), (10, 5, 40, 30), mode="RGBA")
+    source = mask_ellipse((64, 48), (10, 5, 40, 30), mode="RGBA")
     mask = normalize_mask(encode_image(source), 64, 48, what="m")
     check_mask(mask, (64, 48))
     assert mask.area == object_pixels(source.getchannel("A"))
     assert mask.bbox == (10, 5, 41, 31)
     la = normalize_mask(
-        encode_image(ellipse((64, 48), (10, 5, 40, 30), mode="LA")), 64, 48, what="m"
+        encode_image(mask_ellipse((64, 48), (10, 5, 40, 30), mode="LA")), 64, 48, what="m"
     )
     assert (la.area, la.bbox) == (mask.area, mask.bbox)
 
 
 def test_opaque_rgba_mask_uses_its_grey_value() -> None:
-    source = ellipse((64, 48), (10, 5, 40, 30)).convert("RGBA")  # alpha 255 everywhere
+    source = mask_ellipse((64, 48), (10, 5, 40, 30)).convert("RGBA")  # alpha 255 everywhere
     mask = normalize_mask(encode_image(source), 64, 48, what="m")
     assert (mask.area, mask.bbox) == (object_pixels(source), (10, 5, 41, 31))
 
 
 def test_palette_one_bit_and_transparency_key_masks() -> None:
-    source = ellipse((64, 48), (10, 5, 40, 30))
+    source = mask_ellipse((64, 48), (10, 5, 40, 30))
     expected = object_pixels(source)
     for im in (source.convert("1"), source.convert("P"), source.convert("RGB")):
         assert normalize_mask(encode_image(im), 64, 48, what="m").area == expected
@@ -484,7 +473,7 @@ def test_zero_one_label_png_counts_ones_as_object() -> None:
 
 
 def test_half_size_mask_is_resized_exactly() -> None:
-    small = ellipse((32, 24), (4, 2, 20, 15))
+    small = mask_ellipse((32, 24), (4, 2, 20, 15))
     mask = normalize_mask(encode_image(small), 64, 48, what="m")
     check_mask(mask, (64, 48))
     # Nearest-neighbour at exactly 2x: every pixel becomes a 2x2 block.
@@ -512,7 +501,7 @@ def test_empty_mask() -> None:
 
 
 def test_jpeg_mask_with_compression_noise_is_thresholded() -> None:
-    source = ellipse((256, 192), (40, 30, 200, 150))
+    source = mask_ellipse((256, 192), (40, 30, 200, 150))
     jpeg = encode_image(source, "JPEG", quality=40)
     noisy = decode_image(jpeg)
     assert set(noisy.tobytes()) - {0, 255}, "the JPEG should carry compression noise"
@@ -536,7 +525,7 @@ def test_16_bit_mask() -> None:
 
 @pytest.mark.parametrize("fmt", ["WEBP", "GIF"])
 def test_webp_and_gif_masks(fmt: str) -> None:
-    source = ellipse((64, 48), (10, 5, 40, 30))
+    source = mask_ellipse((64, 48), (10, 5, 40, 30))
     mask = normalize_mask(
         encode_image(source, fmt, lossless=True) if fmt == "WEBP" else encode_image(source, fmt),
         64,
@@ -588,7 +577,7 @@ def test_nonsense_target_size(width: object, height: object) -> None:
 
 
 def test_32_masks_of_1024_are_fast() -> None:
-    data = encode_image(ellipse((1024, 1024), (100, 200, 800, 900)))
+    data = encode_image(mask_ellipse((1024, 1024), (100, 200, 800, 900)))
     started = time.process_time()
     for i in range(32):
         normalize_mask(data, 1024, 1024, what=f"mask {i}")

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from segmentation.imaging.masks import ArtifactError, NormalizedMask
 from segmentation.imaging.masks import normalize_mask as normalize
 from segmentation.imaging.render import PALETTE, colour_for, render_overlay, render_thumbnail
-from tests.factories import colour_at, decode_image, encode_image
+from tests.factories import colour_at, decode_image, encode_image, mask_ellipse
 from tests.sample_images import IMAGES
 
 BAD = IMAGES / "bad"
@@ -22,17 +22,6 @@ BAD = IMAGES / "bad"
 
 def normalize_mask(data: bytes, width: int, height: int, *, what: str) -> NormalizedMask:
     return normalize(data, width, height, what=what, provider="Runflow")
-
-
-def ellipse(size: tuple[int, int], box: tuple[int, int, int, int], mode: str = "L") -> Image.Image:
-    """A white ellipse on black (or an opaque ellipse on transparent for RGBA/LA)."""
-    if mode in ("RGBA", "LA"):
-        im = Image.new(mode, size, (255, 255, 255, 0) if mode == "RGBA" else (255, 0))
-        ImageDraw.Draw(im).ellipse(box, fill=(255, 255, 255, 255) if mode == "RGBA" else (255, 255))
-        return im
-    im = Image.new("L", size, 0)
-    ImageDraw.Draw(im).ellipse(box, fill=255)
-    return im.convert(mode) if mode != "L" else im
 
 
 # --- palette --------------------------------------------------------------------------------------
@@ -71,7 +60,9 @@ def test_overlay_colours_and_transparency() -> None:
 
 
 def test_overlay_alpha_and_a_mask_at_another_size() -> None:
-    half = encode_image(ellipse((50, 25), (0, 0, 24, 24)))  # half size: stretched to the canvas
+    half = encode_image(
+        mask_ellipse((50, 25), (0, 0, 24, 24))
+    )  # half size: stretched to the canvas
     overlay = decode_image(render_overlay([(half, (1, 2, 3))], 100, 50, alpha=200))
     assert overlay.getpixel((24, 24)) == (1, 2, 3, 200)
     assert overlay.getpixel((99, 49)) == (0, 0, 0, 0)
