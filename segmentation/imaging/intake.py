@@ -28,7 +28,7 @@ import httpx
 from django.conf import settings
 from PIL import Image, ImageFile
 
-from .decode import (
+from segmentation.imaging.decode import (
     DISPLAYABLE_MODES,
     EXIF_TRANSPOSE,
     HIGH_BIT_MODES,
@@ -43,7 +43,7 @@ from .decode import (
     size_text,
     to_8bit_gray,
 )
-from .safe_fetch import FetchError, fetch
+from segmentation.imaging.safe_fetch import FetchError, fetch
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import httpx
 from django.conf import settings
 from PIL import Image
 
-from .decode import (
+from segmentation.imaging.decode import (
     HIGH_BIT_MODES,
     ImageRejected,
     image_format,
@@ -37,8 +37,8 @@ from .decode import (
     to_8bit_gray,
     unreadable,
 )
-from .intake import BadDataURI, decode_data_uri
-from .safe_fetch import FetchError, Origin, fetch
+from segmentation.imaging.intake import BadDataURI, decode_data_uri
+from segmentation.imaging.safe_fetch import FetchError, Origin, fetch
 
 logger = logging.getLogger(__name__)
 

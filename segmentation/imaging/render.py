@@ -9,8 +9,15 @@ from collections.abc import Iterable
 
 from PIL import Image
 
-from .decode import EXIF_TRANSPOSE, ImageRejected, displayable, max_pixels, open_header, orientation
-from .masks import (
+from segmentation.imaging.decode import (
+    EXIF_TRANSPOSE,
+    ImageRejected,
+    displayable,
+    max_pixels,
+    open_header,
+    orientation,
+)
+from segmentation.imaging.masks import (
     NEAREST,
     ArtifactError,
     binarize,

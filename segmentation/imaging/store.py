@@ -5,10 +5,9 @@ from __future__ import annotations
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 
+from segmentation.imaging.intake import IntakeResult
+from segmentation.imaging.render import render_thumbnail
 from segmentation.models import SourceImage
-
-from .intake import IntakeResult
-from .render import render_thumbnail
 
 
 def store_image(result: IntakeResult, *, original_name: str) -> SourceImage:
