@@ -12,6 +12,7 @@ shown again carries a signed reference to it (``stage``), so nothing chosen is c
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,21 @@ class SchemaJSONField(forms.CharField):
         return value
 
 
+class SubmissionKeyField(forms.CharField):
+    """The form's one-time key, made when the page is shown: the same form posted twice
+    makes its runs once (see runs.create_run)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("widget", forms.HiddenInput)
+        super().__init__(**kwargs)
+
+    @staticmethod
+    def new() -> str:
+        return uuid.uuid4().hex
+
+
 def option_field(option: schema.Option) -> forms.Field:
     """The form field for one of SAM 3's options, with schema's limits."""
     if option.kind is bool:
@@ -186,6 +202,7 @@ class RunForm(forms.Form):
     parent = forms.ModelChoiceField(
         queryset=Run.objects.all(), required=False, widget=forms.HiddenInput
     )
+    submission_key = SubmissionKeyField()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -310,6 +327,7 @@ class ReuseForm(forms.Form):
         help_text="One per line. The server downloads them itself.",
     )
     kept = KeptField(required=False)
+    submission_key = SubmissionKeyField()
     fit = forms.ChoiceField(
         required=False,
         choices=reuse.FIT_CHOICES,

@@ -22,6 +22,9 @@ class SourceImage(models.Model):
     file = models.FileField(upload_to="images/%Y/%m/")
     # A small JPEG for lists, so a page of history does not download whole photos.
     thumbnail = models.FileField(upload_to="thumbs/%Y/%m/", blank=True)
+    # A copy at display size (the long side at most DISPLAY_SIZE) for pages, when the original
+    # is larger: a 12 MP photo is not sent whole to show it 1,000 pixels wide.
+    display = models.FileField(upload_to="display/%Y/%m/", blank=True)
     sha256 = models.CharField(max_length=64, unique=True)
     content_type = models.CharField(max_length=50)
     width = models.PositiveIntegerField()
@@ -148,6 +151,9 @@ class Run(models.Model):
     share_token = models.CharField(max_length=64, null=True, blank=True, unique=True)
     shared_at = models.DateTimeField(null=True, blank=True)
 
+    # The form's one-time key: a form submitted twice (Back and Submit, a double click, a
+    # retried POST) makes one run, and the second answer leads to it.
+    submission_key = models.CharField(max_length=64, blank=True, default="")
     task_id = models.CharField(max_length=64, blank=True)
     submit_attempts = models.PositiveIntegerField(default=0)
     # While a worker holds the run in SUBMITTING; past it, another worker may take over.
@@ -175,6 +181,13 @@ class Run(models.Model):
                 fields=["owner", "created_at", "status", "cost", "duration_ms"],
                 name="run_usage_idx",
             ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "submission_key"],
+                condition=~models.Q(submission_key=""),
+                name="run_submission_unique",
+            )
         ]
 
     def __str__(self) -> str:

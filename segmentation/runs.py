@@ -23,6 +23,14 @@ from segmentation.models import Run, SourceImage
 logger = logging.getLogger(__name__)
 
 
+class AlreadySubmitted(Exception):
+    """The form (its submission key) already made this run: a second POST of the same form."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(str(run.pk))
+        self.run = run
+
+
 def create_run(
     *,
     owner: Any,
@@ -32,6 +40,7 @@ def create_run(
     source_url: str = "",
     parent: Run | None = None,
     engine: str = engines.DEFAULT,
+    submission_key: str = "",
 ) -> Run:
     """Store a run and queue its submit task, in one transaction: the task is queued once the
     run is committed, and a run is never stored without its task.
@@ -39,18 +48,32 @@ def create_run(
     ``input`` is SAM 3's input as ``schema.validate_input`` returns it (image_url left out: it
     is resolved from ``image`` when the run is sent); ``image`` went through intake;
     ``source_url`` is where the image came from when it was a URL (Runflow may be sent that
-    URL instead of a copy)."""
-    with transaction.atomic():
-        run = Run.objects.create(
-            engine=engine,
-            owner=owner if getattr(owner, "is_authenticated", False) else None,
-            image=image,
-            source_url=source_url[:2000],
-            input=input,
-            metadata=metadata,
-            parent=parent,
-        )
-        tasks.enqueue_submit(run)
+    URL instead of a copy). ``submission_key`` is the form's one-time key: a second run with
+    the same key and owner is not made; AlreadySubmitted carries the first."""
+    owner = owner if getattr(owner, "is_authenticated", False) else None
+    if submission_key and owner is not None:
+        earlier = Run.objects.filter(owner=owner, submission_key=submission_key).first()
+        if earlier is not None:
+            raise AlreadySubmitted(earlier)
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                engine=engine,
+                owner=owner,
+                image=image,
+                source_url=source_url[:2000],
+                input=input,
+                metadata=metadata,
+                parent=parent,
+                submission_key=submission_key[:64] if owner is not None else "",
+            )
+            tasks.enqueue_submit(run)
+    except IntegrityError:
+        # Two POSTs of one form at the same moment: the other one made the run.
+        earlier = Run.objects.filter(owner=owner, submission_key=submission_key).first()
+        if earlier is None:
+            raise
+        raise AlreadySubmitted(earlier) from None
     return run
 
 

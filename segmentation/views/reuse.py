@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from segmentation import engines, runs
-from segmentation.forms import MAX_REUSE_IMAGES, ReuseForm
+from segmentation.forms import MAX_REUSE_IMAGES, ReuseForm, SubmissionKeyField
 from segmentation.models import Run
 from segmentation.views._common import options_of, pretty, prompt_drawing
 
@@ -26,7 +26,12 @@ def run_reuse(request: HttpRequest, run_id: Any) -> HttpResponse:
     it started). POST: one new run per image, all or none."""
     source = get_object_or_404(Run.objects.select_related("image", "owner"), pk=run_id)
     unavailable = engines.get().unavailable()
-    form = ReuseForm(request.POST or None, request.FILES or None, source=source)
+    form = ReuseForm(
+        request.POST or None,
+        request.FILES or None,
+        source=source,
+        initial={"submission_key": SubmissionKeyField.new()},
+    )
     if request.method == "POST":
         # Like the new-run form: the images are taken in (and kept) even when runs cannot be
         # sent yet, so nothing chosen is lost once they can.
@@ -34,7 +39,7 @@ def run_reuse(request: HttpRequest, run_id: Any) -> HttpResponse:
         if unavailable:
             form.add_error(None, unavailable)
         elif valid:
-            started = _start_runs(request, form)
+            started = _already_started(request, form) or _start_runs(request, form)
             query = urlencode([("started", str(run.pk)) for run in started])
             return redirect(f"{reverse('run_reuse', args=[source.pk])}?{query}")
     context = {
@@ -53,20 +58,43 @@ def run_reuse(request: HttpRequest, run_id: Any) -> HttpResponse:
     )
 
 
+def _already_started(request: HttpRequest, form: ReuseForm) -> list[Run]:
+    """The runs this very form made, when it is posted again (Back and Submit, a double
+    click): the second answer shows them instead of starting them twice."""
+    key = form.cleaned_data["submission_key"]
+    if not key or not request.user.is_authenticated:
+        return []
+    earlier = list(
+        Run.objects.filter(owner=request.user, submission_key__startswith=f"{key}:").order_by(
+            "created_at", "id"
+        )
+    )
+    if earlier:
+        messages.info(request, "This form was already submitted: here are the runs it started.")
+    return earlier
+
+
 def _start_runs(request: HttpRequest, form: ReuseForm) -> list[Run]:
-    # One transaction for every run and its queued submit: all of them start, or none.
-    with transaction.atomic():
-        started = [
-            runs.create_run(
-                owner=request.user,
-                image=taken.image,
-                input=taken.input,
-                metadata=form.source.metadata,
-                source_url=taken.source_url,
-                parent=form.source,
-            )
-            for taken in form.taken
-        ]
+    # One transaction for every run and its queued submit: all of them start, or none. Each
+    # run's key is the form's key and its place, so a second POST of the form finds them.
+    key = form.cleaned_data["submission_key"]
+    try:
+        with transaction.atomic():
+            started = [
+                runs.create_run(
+                    owner=request.user,
+                    image=taken.image,
+                    input=taken.input,
+                    metadata=form.source.metadata,
+                    source_url=taken.source_url,
+                    parent=form.source,
+                    submission_key=f"{key}:{place}" if key else "",
+                )
+                for place, taken in enumerate(form.taken)
+            ]
+    except runs.AlreadySubmitted:
+        # The same form posted twice at once: the other request started them.
+        return _already_started(request, form)
     count = len(started)
     messages.success(
         request,

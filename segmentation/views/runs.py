@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 
 from segmentation import engines, runs
-from segmentation.forms import RunForm
+from segmentation.forms import RunForm, SubmissionKeyField
 from segmentation.models import Run
 from segmentation.views._common import run_context, run_or_404
 
@@ -31,7 +31,11 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def run_new(request: HttpRequest) -> HttpResponse:
     unavailable = engines.get().unavailable()
-    form = RunForm(request.POST or None, request.FILES or None)
+    form = RunForm(
+        request.POST or None,
+        request.FILES or None,
+        initial={"submission_key": SubmissionKeyField.new()},
+    )
     if request.method == "GET" and request.GET.get("from"):
         keep_prompts = request.GET.get("keep") != "image"
         form = _form_from_run(request.GET["from"], keep_prompts=keep_prompts) or form
@@ -43,14 +47,19 @@ def run_new(request: HttpRequest) -> HttpResponse:
             form.add_error(None, unavailable)
         elif valid:
             assert form.source_image is not None  # a valid form took one in
-            run = runs.create_run(
-                owner=request.user,
-                image=form.source_image,
-                input=form.input,
-                metadata=form.cleaned_data["metadata"],
-                source_url=form.source_url,
-                parent=form.cleaned_data["parent"],
-            )
+            try:
+                run = runs.create_run(
+                    owner=request.user,
+                    image=form.source_image,
+                    input=form.input,
+                    metadata=form.cleaned_data["metadata"],
+                    source_url=form.source_url,
+                    parent=form.cleaned_data["parent"],
+                    submission_key=form.cleaned_data["submission_key"],
+                )
+            except runs.AlreadySubmitted as done:
+                messages.info(request, "This form was already submitted: here is the run it made.")
+                return redirect(done.run)
             return redirect(run)
     status = 400 if form.is_bound else 200
     return render(
@@ -70,7 +79,12 @@ def _form_from_run(run_id: str, *, keep_prompts: bool = True) -> RunForm | None:
         return None
     if run is None:
         return None
-    initial = {**run.input, "metadata": run.metadata, "parent": run.pk}
+    initial = {
+        **run.input,
+        "metadata": run.metadata,
+        "parent": run.pk,
+        "submission_key": SubmissionKeyField.new(),
+    }
     if not keep_prompts:
         for name in ("prompt", "point_prompts", "box_prompts", "parent"):
             initial.pop(name, None)

@@ -5,17 +5,18 @@ confirming, and the run's files go with it, nothing left orphaned in the media f
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
 from django_tasks_db.models import DBTaskResult
 
 from segmentation import engines
 from segmentation.models import CallbackDelivery, Mask, Run, SourceImage
-from segmentation.runs import create_run
+from segmentation.runs import AlreadySubmitted, create_run
 from tests.factories import coins_run, run_worker, stored_image, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -194,3 +195,54 @@ def test_not_signed_in_is_sent_to_sign_in(client: Client, signed_in: Client, sta
     response = anonymous.post(f"/runs/{run.pk}/delete/")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
     assert Run.objects.filter(pk=run.pk).exists()
+
+
+def test_a_submission_key_makes_one_run_per_owner(owner, teammate) -> None:
+    image = stored_image("cat.jpg")
+    first = create_run(
+        owner=owner, image=image, input={"prompt": "cat"}, metadata={}, submission_key="k1"
+    )
+    with pytest.raises(AlreadySubmitted) as again:
+        create_run(
+            owner=owner, image=image, input={"prompt": "dog"}, metadata={}, submission_key="k1"
+        )
+    assert again.value.run == first
+    other = create_run(
+        owner=teammate, image=image, input={"prompt": "cat"}, metadata={}, submission_key="k1"
+    )
+    # No key (a script that never asked for one) is no promise: every call is a run.
+    create_run(owner=owner, image=image, input={"prompt": "cat"}, metadata={})
+    create_run(owner=owner, image=image, input={"prompt": "cat"}, metadata={})
+    assert Run.objects.count() == 4 and other != first
+    assert len(queued_submits()) == 4
+
+
+def test_two_posts_of_one_form_at_the_same_moment_make_one_run(owner) -> None:
+    """The database's unique constraint settles the race the first look cannot."""
+    image = stored_image("cat.jpg")
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def post() -> None:
+        barrier.wait()
+        try:
+            create_run(
+                owner=owner,
+                image=image,
+                input={"prompt": "cat"},
+                metadata={},
+                submission_key="race",
+            )
+            outcomes.append("made")
+        except AlreadySubmitted:
+            outcomes.append("already")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["already", "made"]
+    assert Run.objects.count() == 1 and len(queued_submits()) == 1

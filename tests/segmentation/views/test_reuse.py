@@ -492,3 +492,20 @@ def test_what_fits_an_image_is_what_the_run_form_accepts() -> None:
 )
 def test_the_outside_sentence_reads_right(counts: tuple[int, int, int, int], text: str) -> None:
     assert outside_text(*counts) == text
+
+
+def test_the_form_posted_twice_starts_its_runs_once(signed_in: Client, source: Run) -> None:
+    page = signed_in.get(url_of(source))
+    key = re.search(r'name="submission_key" value="([0-9a-f]{32})"', page.content.decode())
+    assert key, "the form carries no submission key"
+    data = lambda: {  # noqa: E731 - a fresh upload each time
+        "images": [upload("coffee.jpg"), upload("astronaut.jpg")],
+        "submission_key": key.group(1),
+    }
+    first = signed_in.post(url_of(source), data())
+    again = signed_in.post(url_of(source), data())
+    assert len(new_runs(source)) == 2
+    assert again["Location"] == first["Location"]
+    html = unescape(signed_in.get(again["Location"]).content.decode())
+    assert "This form was already submitted: here are the runs it started." in html
+    assert "Started 2 runs</h2>" in html

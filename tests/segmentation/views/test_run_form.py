@@ -312,3 +312,45 @@ def test_an_expired_form_explains_itself(owner) -> None:
     response = client.post(URL, form_data())
     assert response.status_code == 403
     assert "This form has expired" in response.content.decode()
+
+
+def test_a_form_posted_twice_makes_one_run_and_the_second_answer_leads_to_it(
+    signed_in: Client,
+) -> None:
+    page = signed_in.get(URL)
+    key = re.search(r'name="submission_key" value="([0-9a-f]{32})"', page.content.decode())
+    assert key, "the form carries no submission key"
+    first = signed_in.post(URL, form_data(image=upload("cat.jpg"), submission_key=key.group(1)))
+    again = signed_in.post(
+        URL, form_data(image=upload("cat.jpg"), submission_key=key.group(1)), follow=True
+    )
+    run = Run.objects.get()
+    assert first["Location"] == f"/runs/{run.pk}/"
+    assert again.redirect_chain == [(f"/runs/{run.pk}/", 302)]
+    assert "This form was already submitted: here is the run it made." in again.content.decode()
+    # A fresh page is a fresh form: the next submit is a run of its own.
+    key2 = re.search(
+        r'name="submission_key" value="([0-9a-f]{32})"', signed_in.get(URL).content.decode()
+    )
+    assert key2 and key2.group(1) != key.group(1)
+    signed_in.post(URL, form_data(image=upload("cat.jpg"), submission_key=key2.group(1)))
+    assert Run.objects.count() == 2
+
+
+def test_a_form_shown_again_after_an_error_keeps_its_key_and_still_makes_one_run(
+    signed_in: Client,
+) -> None:
+    refused = signed_in.post(URL, form_data(prompt="", submission_key="a" * 32))
+    assert refused.status_code == 400
+    assert f'name="submission_key" value="{"a" * 32}"' in refused.content.decode()
+    signed_in.post(URL, form_data(submission_key="a" * 32))
+    signed_in.post(URL, form_data(submission_key="a" * 32))
+    assert Run.objects.count() == 1
+
+
+def test_the_same_key_from_two_teammates_is_two_runs(
+    signed_in: Client, teammate_client: Client
+) -> None:
+    signed_in.post(URL, form_data(submission_key="b" * 32))
+    teammate_client.post(URL, form_data(submission_key="b" * 32))
+    assert Run.objects.count() == 2
