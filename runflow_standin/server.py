@@ -409,6 +409,12 @@ class RunflowStandin:
 
     # --- finishing runs ------------------------------------------------------------------------
 
+    def forget(self, run_id: str) -> None:
+        """Runflow no longer knows the run (deleted there, its retention over): looking it up
+        answers 404 RUN_NOT_FOUND from now on."""
+        with self._lock:
+            del self._runs[run_id]
+
     def finish(self, run_id: str, status: str = "succeeded", **fields: Any) -> dict[str, Any]:
         """End a run now, as if Runflow finished it: output (for a success), timestamps,
         duration, cost, failure fields, then the callback on a background thread. `fields`

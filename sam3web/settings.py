@@ -100,6 +100,9 @@ SECRET_KEY = _secret_key()
 DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
+# bin/serve --demo: runs go to the Runflow stand-in, and every page says results are simulated.
+SAM3WEB_DEMO = envbool("SAM3WEB_DEMO", False)
+
 # The base URL at which Runflow can reach this app. Unset: no callbacks, runs are polled.
 SAM3WEB_PUBLIC_URL = envurl("SAM3WEB_PUBLIC_URL", "")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
@@ -119,9 +122,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
-    "django_tasks_db",
     "accounts",
+    # Before django_tasks_db: its `db_worker` command is replaced by segmentation's.
     "segmentation",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -151,6 +155,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "sam3web.context_processors.install",
             ],
         },
     },
@@ -250,10 +255,12 @@ SAM3WEB_SUBMIT_LEASE = envint("SAM3WEB_SUBMIT_LEASE", 600, minimum=1)
 # Callbacks larger than this are refused (413); polling then fetches the result instead.
 SAM3WEB_CALLBACK_MAX_BYTES = envint("SAM3WEB_CALLBACK_MAX_BYTES", 8 * 1024 * 1024, minimum=1024)
 # Polling Runflow: the first poll after this many seconds, then backing off up to the maximum.
-SAM3WEB_POLL_FIRST = envfloat("SAM3WEB_POLL_FIRST", 2.0, minimum=0.1)
+SAM3WEB_POLL_FIRST = envfloat("SAM3WEB_POLL_FIRST", 0.25, minimum=0.05)
 SAM3WEB_POLL_MAX_INTERVAL = envfloat("SAM3WEB_POLL_MAX_INTERVAL", 30.0, minimum=0.1)
 # With callbacks expected, the safety-net poll waits this long for the callback first.
 SAM3WEB_CALLBACK_GRACE = envfloat("SAM3WEB_CALLBACK_GRACE", 30.0, minimum=0.0)
+# The run page's long poll: a request waits at most this long for the run to change.
+SAM3WEB_LIVE_WAIT = envfloat("SAM3WEB_LIVE_WAIT", 25.0, minimum=0.0)
 # A run with no result after this many seconds is marked stale (a person can check again).
 SAM3WEB_POLL_DEADLINE = envint("SAM3WEB_POLL_DEADLINE", 30 * 60, minimum=1)
 # Downloading Runflow's masks and previews into our storage.

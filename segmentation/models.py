@@ -268,6 +268,11 @@ class Run(models.Model):
         )
 
     @property
+    def elapsed_seconds(self) -> int:
+        """Whole seconds since the run was made (the page shows it while the run is under way)."""
+        return max(0, int((timezone.now() - self.created_at).total_seconds()))
+
+    @property
     def waiting_too_long(self) -> bool:
         """Pending for longer than a running worker ever takes to pick a run up."""
         return (

@@ -88,12 +88,35 @@ def resubmit(run: Run) -> bool:
     return bool(updated)
 
 
+def send_as_new(run: Run, *, owner: Any) -> Run:
+    """A run whose result will never come (its engine no longer knows it, or it went stale),
+    sent again as a new run: same image, prompts, options and metadata, a fresh id and so a
+    fresh idempotency key. Clicked twice, it still makes one new run (AlreadySubmitted)."""
+    return create_run(
+        owner=owner,
+        image=run.image,
+        input=run.input,
+        metadata=run.metadata,
+        source_url=run.source_url,
+        parent=run,
+        engine=run.engine,
+        submission_key=f"again:{run.pk}",
+    )
+
+
 def check_again(run: Run) -> bool:
-    """Look for a stale run's result again, with a fresh deadline."""
+    """Look for a stale run's result again, with a fresh deadline: the run is back with its
+    engine (so its page follows it live) until a result, a refusal or the deadline comes."""
     deadline = timezone.now() + dt.timedelta(seconds=settings.SAM3WEB_POLL_DEADLINE)
     with transaction.atomic():
         updated = Run.objects.filter(pk=run.pk, status=Run.Status.STALE).update(
-            poll_deadline_at=deadline, poll_attempts=0, error_message=""
+            status=Run.Status.QUEUED,
+            poll_deadline_at=deadline,
+            poll_attempts=0,
+            error_http_status=None,
+            error_code="",
+            error_message="",
+            error_details=None,
         )
         if updated:
             transaction.on_commit(lambda: tasks.schedule_poll(str(run.pk), delay=0))

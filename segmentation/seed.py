@@ -61,7 +61,6 @@ from segmentation.imaging.intake import intake_bytes
 from segmentation.imaging.store import store_image
 from segmentation.models import Mask, Run, SourceImage
 
-SEED_PASSWORD = "seed-password"
 TEAM = [
     "alice",
     "bob",
@@ -221,8 +220,10 @@ def seed_runs(
     fast: bool = False,
     now: dt.datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
+    password: str | None = None,
 ) -> SeedReport:
-    """Make ``n`` runs over ``users`` teammates and the images in ``images_dir``."""
+    """Make ``n`` runs over ``users`` teammates and the images in ``images_dir``; teammates it
+    makes sign in with ``password``, or not at all without one."""
     if n < 0:
         raise ValueError("the number of runs must not be negative")
     if not 1 <= users <= 1000:
@@ -233,7 +234,7 @@ def seed_runs(
     rng = random.Random(f"sam3web-seed:{seed}:{existing}")
     report = SeedReport()
 
-    team = _teammates(users, report)
+    team = _teammates(users, report, password)
     pool = _images(Path(images_dir) if images_dir else default_images_dir(), report)
     owner_weights = [1 / (rank + 1) ** 0.8 for rank in range(len(team))]
     rng.shuffle(owner_weights)
@@ -323,21 +324,22 @@ def _restore_dates(runs: list[Run], dates: list[tuple[dt.datetime, dt.datetime]]
 # --- teammates and images -----------------------------------------------------------------
 
 
-def _teammates(count: int, report: SeedReport) -> list[Any]:
+def _teammates(count: int, report: SeedReport, password: str | None) -> list[Any]:
+    """The seeded teammates, made when missing: without ``password`` they cannot sign in (a
+    seeded install may be on a server; a published password would be a way in)."""
     User = get_user_model()
     names = [
         TEAM[i] if i < len(TEAM) else f"{TEAM[i % len(TEAM)]}{i // len(TEAM) + 1}"
         for i in range(count)
     ]
     found = {u.get_username(): u for u in User.objects.filter(username__in=names)}
-    # One hash for all of them: hashing takes a good fraction of a second on purpose, and
-    # these accounts share a published password anyway.
-    password = make_password(SEED_PASSWORD) if len(found) < len(names) else ""
+    # One hash for all of them: hashing takes a good fraction of a second on purpose.
+    hashed = make_password(password) if len(found) < len(names) else ""
     team = []
     for name in names:
         user = found.get(name)
         if user is None:
-            user = User(username=name, email=f"{name}@example.com", password=password)
+            user = User(username=name, email=f"{name}@example.com", password=hashed)
             user.save()
             report.users_created.append(name)
         team.append(user)

@@ -306,6 +306,23 @@ def not_submitted(
 # --- results ------------------------------------------------------------------------------------
 
 
+def unknown_at_engine(run: Run, *, engine: Engine, code: str, http_status: int | None) -> str:
+    """The engine says it does not know the run (deleted there, its retention over, made with
+    another account's key): its result can never come, so stop looking and say so. The person
+    may send it again as a new run."""
+    Run.objects.filter(pk=run.pk, status__in=(*Run.AT_ENGINE, Run.Status.STALE)).update(
+        status=Run.Status.STALE,
+        error_http_status=http_status,
+        error_code=code[:50],
+        error_message=(
+            f"{engine.label} no longer knows this run ({code}): it was deleted there, or its "
+            f"results are no longer kept. Its result cannot be fetched; submit it again to get one."
+        ),
+        error_details=None,
+    )
+    return "unknown"
+
+
 def apply_result(run_id: Any, result: ProviderResult, *, source: str) -> str:
     """Record an engine's verdict on the run. Returns what happened: "applied" (a terminal
     result, now on the run), "progress" (a later non-terminal state), "duplicate" (the same

@@ -3,7 +3,6 @@ page (and the public page) show of a run."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -13,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django_htmx.middleware import HtmxDetails
 
-from segmentation import engines, exports
+from segmentation import engines, exports, live
 from segmentation.imaging.render import colour_for
 from segmentation.models import Mask, Run
 
@@ -47,10 +46,8 @@ def run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
     image = run.image
     drawing = prompt_drawing(run)
     masks = list(run.masks.all())
-    deliveries = list(run.deliveries.all()[:50])
-    version = hashlib.blake2s(
-        f"{run.status_version}:{len(deliveries)}:{len(masks)}".encode(), digest_size=6
-    ).hexdigest()
+    deliveries = list(run.deliveries.all()[: live.DELIVERIES_SHOWN])
+    version = live.version(run, deliveries=len(deliveries), masks=len(masks))
     return {
         "run": run,
         "engine": engines.for_run(run),

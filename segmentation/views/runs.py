@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from segmentation import engines, runs
+from segmentation import engines, live, runs
 from segmentation.forms import RunForm, SubmissionKeyField
 from segmentation.models import Run
 from segmentation.views._common import run_context, run_or_404
@@ -102,10 +102,15 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 @require_GET
 def run_status(request: HttpRequest, run_id: Any) -> HttpResponse:
-    """The live part of the run page, polled until nothing on it will change by itself."""
+    """The live part of the run page, asked for until nothing on it will change by itself.
+    With ``wait=1`` the request waits for a change first (a long poll, see segmentation.live)."""
     run = run_or_404(run_id)
+    seen = request.GET.get("v", "")
+    waits = request.GET.get("wait") == "1" and seen and not run.settled
+    if waits and live.wait_for_change(run.pk, seen):
+        run = run_or_404(run_id)
     context = run_context(run, request)
-    if request.GET.get("v") == context["version"] and not run.settled:
+    if seen == context["version"] and not run.settled:
         # Nothing new: htmx leaves the page as it is (an opened <details> stays open).
         return HttpResponse(status=204)
     response = render(request, "segmentation/run_detail.html#live", context)
@@ -116,6 +121,16 @@ def run_status(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 @require_POST
 def run_resubmit(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run = run_or_404(run_id)
+    if run.status == Run.Status.STALE:
+        # Its engine will never give this run's result: send it again as a new run.
+        try:
+            again = runs.send_as_new(run, owner=request.user)
+        except runs.AlreadySubmitted as done:
+            messages.info(request, "This run was already sent again: here is the new run.")
+            return redirect(done.run)
+        messages.success(request, "Sent again as a new run, with the same image and prompts.")
+        return redirect(again)
     return _act(
         request,
         run_id,

@@ -95,3 +95,10 @@ def page_errors(page: Any) -> list[str]:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", console)
     return errors
+
+
+@pytest.fixture(autouse=True)
+def short_long_polls(settings: Any) -> None:
+    """A run page's long poll holds a thread of the live server until it ends: short ones,
+    so a test's last page does not keep asking into the next test."""
+    settings.SAM3WEB_LIVE_WAIT = 2

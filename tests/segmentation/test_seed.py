@@ -12,11 +12,12 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
+from django.test import Client
 from PIL import Image
 
 from segmentation.imaging.render import PALETTE
 from segmentation.models import Mask, Run, SourceImage
-from segmentation.seed import SEED_PASSWORD, seed_runs
+from segmentation.seed import seed_runs
 from tests.factories import colour_at
 from tests.sample_images import IMAGES
 
@@ -78,7 +79,7 @@ def test_seeded_runs_have_consistent_columns_and_every_file_they_name(photos: Pa
     owners = set(Run.objects.values_list("owner__username", flat=True))
     assert owners == {"alice", "bob", "carol"}
     alice = get_user_model().objects.get(username="alice")
-    assert alice.check_password(SEED_PASSWORD)
+    assert not alice.has_usable_password()  # no published password on a seeded install
 
     statuses = set(Run.objects.values_list("status", flat=True))
     assert {Run.Status.SUCCEEDED, Run.Status.FAILED} <= statuses
@@ -208,7 +209,25 @@ def test_the_command_reports_what_it_made(photos: Path) -> None:
     text = out.getvalue()
     assert Run.objects.count() == 12
     assert "Made 12 runs" in text
-    assert 'Created teammates alice, bob with the password "seed-password".' in text
+    assert "Created teammates alice, bob. They cannot sign in" in text
+    assert not Client().login(username="alice", password="")
+
+
+def test_seeded_teammates_sign_in_only_with_the_password_given(photos: Path) -> None:
+    out = io.StringIO()
+    call_command(
+        "seed_runs",
+        "3",
+        "--users",
+        "1",
+        "--images",
+        str(photos),
+        "--password",
+        "pw-123456",
+        stdout=out,
+    )
+    assert "Created teammates alice: sign in at /accounts/login/ as any of them" in out.getvalue()
+    assert Client().login(username="alice", password="pw-123456")
 
 
 def test_the_command_refuses_nonsense_with_a_reason(tmp_path: Path) -> None:

@@ -75,7 +75,17 @@ class RunflowEngine(base.Engine):
         try:
             with runflow.get_client() as client:
                 result = parse_run_object(client.get_run(run.provider_run_id))
-        except (runflow.RunflowError, BadResult) as exc:
+        except runflow.RunflowError as exc:
+            if exc.status_code == 404:
+                # RUN_NOT_FOUND is final (docs/runflow-api.md): asking again will not help.
+                logger.warning("Run %s is unknown at Runflow: %s", run.pk, exc.summary())
+                code = (
+                    exc.code if exc.code and not exc.code.startswith("HTTP_") else "RUN_NOT_FOUND"
+                )
+                return base.unknown_at_engine(run, engine=self, code=code, http_status=404)
+            logger.warning("Looking up run %s at Runflow failed: %s", run.pk, exc)
+            return "error"
+        except BadResult as exc:
             logger.warning("Looking up run %s at Runflow failed: %s", run.pk, exc)
             return "error"
         return base.apply_result(run.pk, result, source="poll")

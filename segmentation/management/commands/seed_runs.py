@@ -4,8 +4,9 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.urls import reverse
 
-from segmentation.seed import SEED_PASSWORD, default_images_dir, seed_runs
+from segmentation.seed import default_images_dir, seed_runs
 
 
 class Command(BaseCommand):
@@ -23,6 +24,12 @@ class Command(BaseCommand):
             type=Path,
             default=None,
             help=f"Folder of images to use (default {default_images_dir()}).",
+        )
+        parser.add_argument(
+            "--password",
+            default=None,
+            help="Let the teammates it makes sign in with this password (by default they "
+            "cannot sign in: their runs are there to look at).",
         )
         parser.add_argument(
             "--fast",
@@ -51,6 +58,7 @@ class Command(BaseCommand):
                 images_dir=options["images"],
                 fast=options["fast"],
                 progress=progress if options["verbosity"] >= 1 else None,
+                password=options["password"],
             )
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from None
@@ -62,9 +70,15 @@ class Command(BaseCommand):
             f"in {report.seconds:.1f} s ({report.render_seconds:.1f} s drawing "
             f"{report.variants} mask variants on {len(report.images)} images)."
         )
-        if report.users_created:
+        if report.users_created and options["password"]:
             self.stdout.write(
-                f"Created teammates {', '.join(report.users_created)} "
-                f'with the password "{SEED_PASSWORD}".'
+                f"Created teammates {', '.join(report.users_created)}: sign in at "
+                f"{reverse('login')} as any of them with the password you gave (--password)."
+            )
+        elif report.users_created:
+            self.stdout.write(
+                f"Created teammates {', '.join(report.users_created)}. They cannot sign in "
+                f"(seed again with --password to give new ones a password, or set one on the "
+                f"Team page); sign in as yourself to see their runs."
             )
         self.stdout.write(f"Runs belong to: {', '.join(report.users)}.")

@@ -197,7 +197,7 @@ def test_the_status_fragment_polls_until_nothing_will_change(signed_in, standin,
     fragment = signed_in.get(f"/runs/{run.id}/status/", headers={"HX-Request": "true"})
     assert fragment.status_code == 200
     html = fragment.content.decode()
-    assert 'hx-trigger="every 1s"' in html
+    assert 'hx-trigger="every 1s [!window.sam3webLongPoll]"' in html  # the fallback poll
     assert "Waiting to submit" in html
     assert "<html" not in html  # only the fragment
 

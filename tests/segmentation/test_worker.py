@@ -1,0 +1,98 @@
+"""The database worker (segmentation.worker, behind `manage.py db_worker` and `manage.py
+worker`): it picks new work up at once, and Ctrl+C stops it in seconds without losing or
+doubling a run, even in the middle of sending one."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from django_tasks_db.models import DBTaskResult
+
+from segmentation.models import Run
+from tests.factories import submit, wait_for, worker_env
+from tests.sample_images import ROOT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def start(standin, *command: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *command],
+        cwd=ROOT,
+        env=worker_env(standin, SAM3WEB_SUBMIT_LEASE="600"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop(worker: subprocess.Popen[str], sig: int = signal.SIGINT) -> tuple[float, str]:
+    """Send the signal (Ctrl+C by default); the seconds until the worker exited, its output."""
+    began = time.monotonic()
+    worker.send_signal(sig)
+    output, _ = worker.communicate(timeout=30)
+    return time.monotonic() - began, output
+
+
+def test_a_plain_db_worker_runs_the_apps_tasks_and_stops_at_once_when_idle(
+    signed_in, standin
+) -> None:
+    worker = start(standin, "db_worker", "--no-startup-delay")
+    try:
+        run = submit(signed_in)
+        wait_for(lambda: Run.objects.get(pk=run.pk).status == Run.Status.QUEUED, timeout=30)
+    finally:
+        seconds, output = stop(worker)
+    assert worker.returncode == 0, output
+    assert seconds < 2, output
+    assert "Traceback" not in output
+
+
+def test_sigterm_stops_it_like_ctrl_c(signed_in, standin) -> None:
+    worker = start(standin, "worker", "--", "--no-startup-delay")
+    wait_for(lambda: "Starting worker" in (worker.stdout.readline() if worker.stdout else ""))
+    seconds, output = stop(worker, signal.SIGTERM)
+    assert worker.returncode == 0 and seconds < 2, output
+
+
+def test_ctrl_c_while_a_submit_is_in_flight_stops_in_seconds_and_the_run_is_sent_once(
+    signed_in, standin
+) -> None:
+    # Runflow records the run, then holds its answer: Ctrl+C comes while the worker waits.
+    standin.create_delay = 30.0
+    run = submit(signed_in)
+    worker = start(standin, "worker", "--", "--no-startup-delay")
+    try:
+        wait_for(lambda: len(standin.runs_for_client_ref(str(run.id))) == 1, timeout=30)
+    finally:
+        seconds, output = stop(worker)
+    # The task had a moment to finish, then was interrupted: well before Runflow answered.
+    assert seconds < 4, output
+    assert worker.returncode == 0, output
+    assert "interrupting it" in output
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUBMITTING and run.provider_run_id == ""
+    # The claim is released: the next worker need not wait out the ten-minute lease.
+    assert run.lease_until is not None and run.lease_until.timestamp() <= time.time()
+
+    standin.create_delay = 0
+    restarted = subprocess.run(
+        [sys.executable, "manage.py", "worker", "--", "--batch", "--no-startup-delay"],
+        cwd=ROOT,
+        env=worker_env(standin, SAM3WEB_SUBMIT_LEASE="600"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert restarted.returncode == 0, restarted.stderr
+    assert "Queued 1 run(s) left behind" in restarted.stdout
+    run.refresh_from_db()
+    [provider_run] = standin.runs_for_client_ref(str(run.id))
+    assert run.status == Run.Status.QUEUED
+    assert run.provider_run_id == provider_run["id"]
+    assert len(standin.runs) == 1  # sent twice, with one idempotency key: one run at Runflow
+    assert not DBTaskResult.objects.filter(status="RUNNING").exists()
