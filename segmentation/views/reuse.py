@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
+from django_htmx.http import HttpResponseStopPolling
 
 from segmentation import engines, runs
 from segmentation.forms import MAX_REUSE_IMAGES, ReuseForm, SubmissionKeyField
@@ -25,6 +26,9 @@ def run_reuse(request: HttpRequest, run_id: Any) -> HttpResponse:
     """GET: the source run's prompt and a form for other images (and, after a POST, the runs
     it started). POST: one new run per image, all or none."""
     source = get_object_or_404(Run.objects.select_related("image", "owner"), pk=run_id)
+    if request.method == "GET" and request.GET.get("part") == "started":
+        # The "Started N runs" list, asked for again every second while some of them run.
+        return _started_part(request, source)
     unavailable = engines.get().unavailable()
     form = ReuseForm(
         request.POST or None,
@@ -43,12 +47,12 @@ def run_reuse(request: HttpRequest, run_id: Any) -> HttpResponse:
             query = urlencode([("started", str(run.pk)) for run in started])
             return redirect(f"{reverse('run_reuse', args=[source.pk])}?{query}")
     context = {
+        **_started_context(_started(request, source)),
         "source": source,
         "form": form,
         "configured": not unavailable,
         "max_images": MAX_REUSE_IMAGES,
         "price": settings.SAM3WEB_PRICE_PER_IMAGE,
-        "started": _started(request, source),
         "options": options_of(source),
         "metadata_json": pretty(source.metadata),
         **prompt_drawing(source),
@@ -103,6 +107,22 @@ def _start_runs(request: HttpRequest, form: ReuseForm) -> list[Run]:
     for note in form.notes():
         messages.info(request, note)
     return started
+
+
+def _started_context(started: list[Run]) -> dict[str, Any]:
+    return {
+        "started": started,
+        "started_live": any(not run.settled for run in started),
+        "started_query": urlencode([("started", str(run.pk)) for run in started]),
+    }
+
+
+def _started_part(request: HttpRequest, source: Run) -> HttpResponse:
+    context = {"source": source, **_started_context(_started(request, source))}
+    response = render(request, "segmentation/run_reuse.html#started", context)
+    if not context["started_live"]:
+        return HttpResponseStopPolling(response.content)
+    return response
 
 
 def _started(request: HttpRequest, source: Run) -> list[Run]:

@@ -509,3 +509,21 @@ def test_the_form_posted_twice_starts_its_runs_once(signed_in: Client, source: R
     html = unescape(signed_in.get(again["Location"]).content.decode())
     assert "This form was already submitted: here are the runs it started." in html
     assert "Started 2 runs</h2>" in html
+
+
+def test_the_started_list_is_asked_for_again_until_every_run_is_done(
+    signed_in: Client, source: Run
+) -> None:
+    signed_in.post(url_of(source), {"images": [upload("coffee.jpg")]})
+    [run] = new_runs(source)
+    page = signed_in.get(f"{url_of(source)}?started={run.id}").content.decode()
+    assert f"?started={run.id}&amp;part=started" in page and 'hx-trigger="every 1s"' in page
+    part = signed_in.get(f"{url_of(source)}?started={run.id}&part=started")
+    assert part.status_code == 200
+    html = part.content.decode()
+    assert "Waiting to submit" in html and "<html" not in html and "<form" not in html
+
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCEEDED, mask_count=3)
+    done = signed_in.get(f"{url_of(source)}?started={run.id}&part=started")
+    assert done.status_code == 286  # htmx: stop polling
+    assert "3 instances" in done.content.decode() and "hx-trigger" not in done.content.decode()
