@@ -1,10 +1,11 @@
-"""The accounts forms: the first admin of a fresh install."""
+"""The accounts forms: adding a teammate, and the first admin of a fresh install."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
+from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 from django.utils.safestring import mark_safe
 
@@ -30,6 +31,24 @@ class _AccountForm(UserCreationForm[Any]):
         # What is wrong with the password goes beside it; "Password again" only says whether
         # the two match. (Django puts both beside the second field.)
         super().validate_password_for_user(user, password_field_name)  # type: ignore[misc]
+
+
+class TeammateForm(_AccountForm):
+    """An admin adds a teammate, with a password they set now and pass on to them."""
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username", "first_name", "last_name", "email")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["email"].label = "Email (optional)"
+        self.fields["first_name"].label = "First name (optional)"
+        self.fields["last_name"].label = "Last name (optional)"
+        self.fields["email"].widget.attrs["autocomplete"] = "off"
+        self.fields[
+            "password1"
+        ].help_text = f"{PASSWORD_HELP} Give it to them yourself; sam3web sends no email."
 
 
 class FirstAdminForm(_AccountForm):
