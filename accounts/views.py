@@ -1,25 +1,33 @@
-"""Signing in, and the first admin account of a fresh install."""
+"""Signing in, the first admin account of a fresh install, and the team page where admins
+add, disable and promote teammates."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
-from django.contrib.auth.forms import UserCreationForm
-from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Count
+from django.db.models.functions import Lower
+from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from accounts import setup, team
+from accounts.forms import FirstAdminForm, TeammateForm
+
+View = Callable[..., HttpResponse]
 
 
 @login_not_required
 def sign_in(request: HttpRequest) -> HttpResponseBase:
     # A fresh install has nobody to sign in as: send the first visitor to create the admin.
-    if not get_user_model().objects.exists():
+    if setup.needs_setup():
         return redirect("first_admin")
     return auth_views.LoginView.as_view()(request)
 
@@ -27,20 +35,109 @@ def sign_in(request: HttpRequest) -> HttpResponseBase:
 @login_not_required
 @require_http_methods(["GET", "POST"])
 def first_admin(request: HttpRequest) -> HttpResponse:
-    """On a fresh install with no users, offer to create the first admin account."""
-    User = get_user_model()
-    if User.objects.exists():
+    """On a fresh install with no users, whoever has the setup code creates the first admin."""
+    if not setup.needs_setup():
         return redirect("login")
-    form: UserCreationForm[Any] = UserCreationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            # Two people racing through setup: only the first one becomes the admin.
-            if User.objects.select_for_update().exists():
+    # Made now if bin/serve has not made it yet, so the page and setup_code agree.
+    setup.current_code()
+    form = FirstAdminForm(request.POST or None)
+    if request.method == "POST":
+        valid = form.is_valid()
+        typed = form.cleaned_data.get("setup_code", "")
+        if typed:
+            # The code is checked even when other fields have errors, so each try counts.
+            try:
+                user = setup.attempt(typed, (lambda: _save_admin(form)) if valid else None)
+            except setup.SetupClosed:
                 return redirect("login")
-            user = form.save(commit=False)
-            user.is_staff = user.is_superuser = True
-            user.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, f"Welcome, {user.get_username()}. You are this team's admin.")
-        return redirect("run_new")
+            except setup.SetupRefused as refused:
+                form.add_error("setup_code", str(refused))
+            else:
+                if user is not None:
+                    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                    messages.success(
+                        request, f"Welcome, {user.get_username()}. You are this team's admin."
+                    )
+                    return redirect("run_new")
     return render(request, "registration/first_admin.html", {"form": form})
+
+
+def _save_admin(form: FirstAdminForm) -> Any:
+    user = form.save(commit=False)
+    user.is_staff = user.is_superuser = True
+    user.save()
+    return user
+
+
+def admins_only(view: View) -> View:
+    """The team pages: signed-in admins only. Anyone else signed in gets a 403 page that says
+    who can help (someone not signed in never gets here: the login middleware sends them to
+    sign in first)."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not team.is_admin(request.user):
+            admins = (
+                get_user_model()
+                .objects.filter(is_active=True, is_staff=True)
+                .order_by(Lower("username"))
+            )
+            return render(request, "accounts/admins_only.html", {"admins": admins}, status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@require_GET
+@admins_only
+def team_list(request: HttpRequest) -> HttpResponse:
+    """Everyone with an account, admins and disabled accounts included, with their runs."""
+    people = (
+        get_user_model().objects.annotate(run_count=Count("runs")).order_by(Lower("username"), "pk")
+    )
+    return render(
+        request,
+        "accounts/team.html",
+        {"people": people, "changes": team.CHANGES, "active_admins": team.active_admin_count()},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@admins_only
+def team_add(request: HttpRequest) -> HttpResponse:
+    form = TeammateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        messages.success(
+            request,
+            f"{user.get_username()} is on the team. They can sign in now with the password "
+            "you set: pass it on to them privately.",
+        )
+        return redirect("team")
+    status = 400 if form.errors else 200
+    return render(request, "accounts/team_add.html", {"form": form}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@admins_only
+def team_change(request: HttpRequest, user_id: int, change: str) -> HttpResponse:
+    """Disable, re-enable, promote or demote one account. POST does it; GET shows what it will
+    do and asks to confirm (the table links here for the changes that take something away)."""
+    if change not in team.CHANGES:
+        raise Http404("No such change.")
+    person = get_object_or_404(get_user_model(), pk=user_id)
+    if request.method == "POST":
+        try:
+            outcome = team.apply(request.user, person.pk, change)
+        except team.TeamRuleError as refused:
+            messages.error(request, str(refused))
+        else:
+            (messages.success if outcome.changed else messages.info)(request, outcome.message)
+        return redirect("team")
+    why = team.refusal(request.user, person, change, team.active_admin_count())
+    return render(
+        request,
+        "accounts/team_confirm.html",
+        {"person": person, "change": team.CHANGES[change], "refused": why},
+        status=409 if why else 200,
+    )

@@ -192,6 +192,11 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "run_list"
 LOGOUT_REDIRECT_URL = "login"
+# The first-admin page's setup code (accounts/setup.py): after this many wrong codes within the
+# window (seconds), every try is refused for the cooldown (seconds), from any address.
+SAM3WEB_SETUP_MAX_WRONG = 5
+SAM3WEB_SETUP_WINDOW = 10 * 60
+SAM3WEB_SETUP_COOLDOWN = 10 * 60
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")

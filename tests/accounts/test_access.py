@@ -1,5 +1,5 @@
 """Accounts: the owner, a teammate, someone not signed in, and a disabled user. Admins manage
-teammates in Django's admin, linked from the app."""
+teammates on the team page (tests/accounts/test_team.py); superusers also have Django's admin."""
 
 from __future__ import annotations
 
@@ -58,12 +58,14 @@ def test_a_disabled_users_open_session_stops_working(client: Client, owner, run:
     assert "Please enter a correct username and password" in response.content.decode()
 
 
-def test_admins_see_the_team_link_and_others_do_not(signed_in: Client, owner) -> None:
-    assert "/admin/auth/user/" not in signed_in.get("/runs/").content.decode()
+def test_admins_see_the_team_and_admin_links_and_others_do_not(signed_in: Client, owner) -> None:
+    html = signed_in.get("/runs/").content.decode()
+    assert 'href="/team/"' not in html and 'href="/admin/"' not in html
     assert signed_in.get("/admin/auth/user/").status_code == 302  # to the admin's sign-in
     owner.is_staff = owner.is_superuser = True
     owner.save()
-    assert "/admin/auth/user/" in signed_in.get("/runs/").content.decode()
+    html = signed_in.get("/runs/").content.decode()
+    assert 'href="/team/"' in html and 'href="/admin/"' in html
     assert signed_in.get("/admin/auth/user/").status_code == 200
 
 
