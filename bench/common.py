@@ -45,24 +45,20 @@ def free_port() -> int:
 
 
 def start_gunicorn(port: int, env: dict[str, str], *, workers: int = 2) -> subprocess.Popen:
-    """The app under gunicorn (gthread, 4 threads a process), answering once it is up."""
+    """The app under gunicorn as bin/serve runs it (sam3web/gunicorn_conf.py: gthread), with
+    `workers` processes, answering once it is up."""
     import httpx
 
     proc = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "gunicorn"),
-            "sam3web.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            str(workers),
-            "--threads",
-            "4",
-        ],
+        [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "python:sam3web.gunicorn_conf"],
         cwd=ROOT,
-        env={"ALLOWED_HOSTS": "127.0.0.1", **env},
+        env={
+            "ALLOWED_HOSTS": "127.0.0.1",
+            **env,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "WEB_WORKERS": str(workers),
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

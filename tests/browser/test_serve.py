@@ -64,6 +64,13 @@ class Served:
     def output(self) -> str:
         return self.log.read_text()
 
+    def wait_for_line(self, pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(pattern, self.output())):
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.1)
+        return found
+
     def manage(self, *args: str, **env: str) -> str:
         done = subprocess.run(
             [".venv/bin/python", "manage.py", *args],
@@ -93,21 +100,19 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 def test_the_demo_segments_at_once_and_ctrl_c_stops_it_cleanly(served: Served, browser: Any):
-    served.manage(
-        "createsuperuser",
-        "--noinput",
-        DJANGO_SUPERUSER_USERNAME="newcomer",
-        DJANGO_SUPERUSER_PASSWORD="a long demo password",
-        DJANGO_SUPERUSER_EMAIL="n@example.com",
-    )
+    # The terminal says how to become the first admin: the setup code.
+    code = served.wait_for_line(r"Setup code: ([A-Z0-9-]+) \(enter it at /setup/")
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.goto(f"{served.url}/")
+    page.wait_for_url("**/setup/")
     assert "Demo: simulated results" in page.locator("body").inner_text()
+    page.get_by_label("Setup code").fill(code.group(1))
     page.get_by_label("Username").fill("newcomer")
-    page.get_by_label("Password").fill("a long demo password")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Password", exact=True).fill("a long demo password")
+    page.get_by_label("Password again").fill("a long demo password")
+    page.get_by_role("button", name="Create admin account").click()
     page.goto(f"{served.url}/runs/new/")
     assert "Demo: simulated results" in page.locator("body").inner_text()
     page.get_by_label("Image", exact=True).set_input_files(str(IMAGES / "coins.png"))
