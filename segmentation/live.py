@@ -43,7 +43,8 @@ def current_version(run_id: Any) -> str | None:
     run = Run.objects.filter(pk=run_id).first()
     if run is None:
         return None
-    return version(run, deliveries=run.deliveries.count(), masks=run.masks.count())
+    masks = 0 if run.copying else run.masks.count()  # as run_context shows them
+    return version(run, deliveries=run.deliveries.count(), masks=masks)
 
 
 def wait_for_change(run_id: Any, seen: str, *, timeout: float | None = None) -> bool:

@@ -268,6 +268,11 @@ class Run(models.Model):
         )
 
     @property
+    def copying(self) -> bool:
+        """The result is in and its masks are being copied into our storage."""
+        return self.artifacts in (self.Artifacts.PENDING, self.Artifacts.COPYING)
+
+    @property
     def elapsed_seconds(self) -> int:
         """Whole seconds since the run was made (the page shows it while the run is under way)."""
         return max(0, int((timezone.now() - self.created_at).total_seconds()))

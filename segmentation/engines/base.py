@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -35,6 +36,9 @@ from segmentation.imaging.intake import intake_bytes
 from segmentation.models import Mask, Run
 
 logger = logging.getLogger(__name__)
+
+# Masks (and the preview) downloaded at the same time when a result is stored.
+DOWNLOADS_AT_ONCE = 4
 
 # Only forwards: a slow poll saying "queued" must not undo a callback's "running".
 PROGRESS_ORDER = [Run.Status.QUEUED, Run.Status.DISPATCHING, Run.Status.RUNNING]
@@ -145,15 +149,21 @@ class Engine(ABC):
             logger.warning("Run %s: no masks found in the output", run.pk)
 
         copied = {m.index: m for m in run.masks.all()}
-        for ref in parsed.masks:
-            done = copied.get(ref.index)
-            if done is not None and done.file:
-                continue
-            self._store_mask(run, ref, done)
+        todo = [r for r in parsed.masks if not (r.index in copied and copied[r.index].file)]
+        preview_url = parsed.preview_url if parsed.preview_url and not run.preview else ""
+        # The downloads go at once (each mostly waits on the network); decoding and storing
+        # stay in this thread, one mask at a time, so memory stays that of one mask.
+        with ThreadPoolExecutor(max_workers=DOWNLOADS_AT_ONCE) as pool:
+            downloads = [pool.submit(self._download_mask, ref) for ref in todo]
+            preview_download = (
+                pool.submit(self.download, preview_url, what="the preview") if preview_url else None
+            )
+            for ref, download in zip(todo, downloads, strict=True):
+                self._store_mask(run, ref, copied.get(ref.index), download)
 
-        if parsed.preview_url and not run.preview:
+        if preview_download is not None:
             try:
-                data = self.download(parsed.preview_url, what="the preview")
+                data = preview_download.result()
                 preview = intake_bytes(data)
                 run.preview.save(
                     f"{run.pk}.{preview.extension}", ContentFile(preview.data), save=False
@@ -177,7 +187,16 @@ class Engine(ABC):
         )
         return str(state)
 
-    def _store_mask(self, run: Run, ref: MaskRef, row: Mask | None) -> None:
+    def _download_mask(self, ref: MaskRef) -> bytes:
+        if not ref.url:
+            raise mask_files.ArtifactError(
+                f"{self.label} gave no link for mask {ref.index + 1}.", True
+            )
+        return self.download(ref.url, what=f"mask {ref.index + 1}")
+
+    def _store_mask(
+        self, run: Run, ref: MaskRef, row: Mask | None, download: Future[bytes]
+    ) -> None:
         image = run.image
         fields: dict[str, Any] = {"score": ref.score}
         box = (
@@ -187,12 +206,8 @@ class Engine(ABC):
         )
         what = f"mask {ref.index + 1}"
         try:
-            if not ref.url:
-                raise mask_files.ArtifactError(
-                    f"{self.label} gave no link for mask {ref.index + 1}.", True
-                )
             mask = mask_files.normalize_mask(
-                self.download(ref.url, what=what),
+                download.result(),
                 image.width,
                 image.height,
                 what=what,

@@ -45,7 +45,9 @@ def run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
     the deliveries, and a version that changes whenever the live part would change."""
     image = run.image
     drawing = prompt_drawing(run)
-    masks = list(run.masks.all())
+    # While the masks are being copied the page says so and shows none: it shows them once,
+    # all together, instead of starting its viewer again for each mask as it lands.
+    masks = [] if run.copying else list(run.masks.all())
     deliveries = list(run.deliveries.all()[: live.DELIVERIES_SHOWN])
     version = live.version(run, deliveries=len(deliveries), masks=len(masks))
     return {
