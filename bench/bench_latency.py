@@ -105,7 +105,10 @@ def run_mode(browser, mode: str, repeats: int, as_before: bool) -> list[dict[str
             if i == 0:
                 continue
             run = Run.objects.order_by("-created_at").first()
-            assert run is not None and run.status == Run.Status.SUCCEEDED, (run, run and run.error_message)
+            assert run is not None and run.status == Run.Status.SUCCEEDED, (
+                run,
+                run and run.error_message,
+            )
             ms = lambda t: t.timestamp() * 1000  # noqa: E731
             last_copy = max(m.copied_at for m in run.masks.all() if m.copied_at)
             samples.append(

@@ -1,9 +1,10 @@
 """The database worker, as `manage.py db_worker` runs it here: django_tasks_db's worker with two
 changes a person feels.
 
-- It wakes for new work instead of sleeping out a one-second interval: it looks again every
-  WORKER_INTERVAL (0.05 s by default, a cheap indexed query on an idle queue), so a queued run
-  is picked up at once and a result's masks are copied as soon as they arrive.
+- It wakes for new work instead of sleeping out a one-second interval, so a queued run is
+  picked up at once and a result's masks are copied as soon as they arrive: on PostgreSQL it
+  LISTENs and every enqueue NOTIFYs; on SQLite it looks again every WORKER_INTERVAL (0.05 s by
+  default, a cheap indexed query on an idle queue).
 - It stops within a couple of seconds. Ctrl+C (or SIGTERM) while idle exits at once; during a
   task it lets the task finish for up to STOP_GRACE seconds, then interrupts it. An interrupted
   task releases what it claimed (see tasks.submit_run), and `manage.py worker` queues it again
@@ -21,10 +22,11 @@ import time
 from types import FrameType
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.db.utils import OperationalError
+from django.utils import timezone
 from django_tasks_db.management.commands import db_worker
-from django_tasks_db.models import DBTaskResult
+from django_tasks_db.models import DBTaskResult, get_date_max
 from django_tasks_db.utils import exclusive_transaction, is_locked_database_exception
 
 logger = logging.getLogger("django_tasks_db")
@@ -33,6 +35,8 @@ logger = logging.getLogger("django_tasks_db")
 WORKER_INTERVAL = 0.05
 # Seconds a running task may take to finish after Ctrl+C, before it is interrupted.
 STOP_GRACE = 1.5
+# On PostgreSQL: the channel every enqueue notifies and every idle worker listens on.
+CHANNEL = "sam3web_tasks"
 
 
 class Stopped(BaseException):
@@ -74,8 +78,15 @@ class Worker(db_worker.Worker):
 
     def wait_for_work(self) -> None:
         """Sleep until a task is ready, for at most a second (the loop then checks its database
-        connection, as the original does after every sleep). Looking is one read on the open
-        connection; claiming (a write lock on SQLite) waits until there is something to claim."""
+        connection, as the original does after every sleep).
+
+        On PostgreSQL the worker LISTENs and every enqueue NOTIFYs (see notify_workers), so it
+        wakes the moment a task is committed; elsewhere it looks every ``interval``: one read on
+        the open connection, while claiming (a write lock on SQLite) waits until there is
+        something to claim."""
+        if connection.vendor == "postgresql":
+            self._wait_for_notification()
+            return
         deadline = time.monotonic() + 1.0
         while self.running and time.monotonic() < deadline:
             time.sleep(self.interval)
@@ -85,6 +96,37 @@ class Worker(db_worker.Worker):
             except OperationalError as e:
                 if not is_locked_database_exception(e):
                     raise
+
+    def _wait_for_notification(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"LISTEN {CHANNEL}")
+        # A task queued before LISTEN took effect sent its notification to nobody.
+        if self.ready().exists():
+            return
+        # Tasks queued to run later (the next poll of a run) notify when they are queued, not
+        # when they are due: wake for the first of them.
+        due = self.ready_later().order_by("run_after").values_list("run_after", flat=True).first()
+        # Without notifications (a NOTIFY lost with a dropped connection) it still looks now
+        # and then: every second, or every --interval when that is longer.
+        timeout = max(1.0, self.interval)
+        if due is not None:
+            timeout = min(timeout, max(0.0, (due - timezone.now()).total_seconds()))
+        pg = connection.connection
+        assert pg is not None
+        for _ in pg.notifies(timeout=timeout, stop_after=1):
+            break
+
+    def ready_later(self) -> Any:
+        """The tasks this worker may run once their run_after has come."""
+        tasks = DBTaskResult.objects.filter(
+            status="READY",
+            backend_name=self.backend_name,
+            run_after__gt=timezone.now(),
+            run_after__lt=get_date_max(),
+        )
+        if not self.process_all_queues:
+            tasks = tasks.filter(queue_name__in=self.queue_names)
+        return tasks
 
     def run(self) -> None:
         # django_tasks_db's loop (0.13), with its sleep replaced by wait_for_work. Kept close to
@@ -120,3 +162,12 @@ class Worker(db_worker.Worker):
                 self.wait_for_work()
         signal.setitimer(signal.ITIMER_REAL, 0)
         logger.info("Worker worker_id=%s stopped.", self.worker_id)
+
+
+def notify_workers(sender: Any, **kwargs: Any) -> None:
+    """django.tasks' task_enqueued signal: wake the idle workers. On PostgreSQL a NOTIFY is
+    sent with the enqueue's transaction, so a worker never wakes for a task it cannot see yet;
+    other databases have workers that look for themselves."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {CHANNEL}")

@@ -8,12 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
 from django_tasks_db.models import DBTaskResult
 
 from segmentation.models import Run
 from tests.factories import submit, wait_for, worker_env
+from tests.postgres_server import PostgresServer, binaries
 from tests.sample_images import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,3 +100,73 @@ def test_ctrl_c_while_a_submit_is_in_flight_stops_in_seconds_and_the_run_is_sent
     assert run.provider_run_id == provider_run["id"]
     assert len(standin.runs) == 1  # sent twice, with one idempotency key: one run at Runflow
     assert not DBTaskResult.objects.filter(status="RUNNING").exists()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    if binaries() is None:
+        pytest.skip("PostgreSQL is not installed (bin/setup --dev installs it)")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+def test_on_postgresql_a_queued_task_wakes_the_idle_worker_at_once(postgres, standin) -> None:
+    """LISTEN/NOTIFY: with --interval 30 only a notification can wake the worker within a
+    second, and it does, for each of three tasks queued by another process."""
+    env = worker_env(standin, DATABASE_URL=postgres.url)
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "30"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with psycopg.connect(
+            postgres.url.replace("postgres://", "postgresql://"), autocommit=True
+        ) as db:
+            time.sleep(1.5)  # the worker is idle, waiting
+            for _ in range(3):
+                queued = subprocess.run(
+                    [sys.executable, "manage.py", "shell", "-c", ENQUEUE],
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert queued.returncode == 0, queued.stderr
+                task_id = queued.stdout.split()[-1]  # after the shell's own greeting
+                wait_for(lambda task_id=task_id: finished(db, task_id), timeout=20)
+                enqueued_at, finished_at = finished(db, task_id)
+                assert (finished_at - enqueued_at).total_seconds() < 1.0
+    finally:
+        seconds, output = stop(worker)
+    assert worker.returncode == 0 and seconds < 2, output
+
+
+# A task that finds nothing to do: a poll of a run that does not exist.
+ENQUEUE = (
+    "from segmentation.tasks import poll_run; "
+    "print(poll_run.enqueue('00000000-0000-0000-0000-000000000000').id)"
+)
+
+
+def finished(db: Any, task_id: str) -> tuple[Any, Any] | None:
+    row = db.execute(
+        "SELECT enqueued_at, finished_at FROM django_tasks_database_dbtaskresult "
+        "WHERE id = %s AND status = 'SUCCESSFUL'",
+        [task_id],
+    ).fetchone()
+    return (row[0], row[1]) if row else None
