@@ -331,7 +331,10 @@ class ReuseForm(forms.Form):
     fit = forms.ChoiceField(
         required=False,
         choices=reuse.FIT_CHOICES,
-        initial=reuse.KEEP,
+        # The choice that starts runs on every image; keeping the pixels (and stopping where
+        # they do not fit) is for those who know the images share one size. A POST without a
+        # choice still keeps them: nothing is moved that the person did not ask to move.
+        initial=reuse.SCALE,
         label="Points and boxes",
         widget=forms.RadioSelect,
     )
@@ -410,7 +413,8 @@ class ReuseForm(forms.Form):
                 self.add_error(None, t.placement.error)
                 continue
             data = {
-                **{o.name: source.input.get(o.name, o.initial) for o in schema.OPTIONS},
+                # An option the source run left out was Runflow's default for it.
+                **{o.name: source.input.get(o.name, o.default) for o in schema.OPTIONS},
                 "prompt": source.prompt,
                 "point_prompts": t.placement.points,
                 "box_prompts": t.placement.boxes,
