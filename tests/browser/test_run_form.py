@@ -469,6 +469,44 @@ def test_zoomed_in_on_a_12_megapixel_photo_a_point_lands_on_its_pixel(page, page
     assert page_errors == []
 
 
+def test_on_a_phone_two_fingers_zoom_and_one_finger_draws(browser, live_server, owner) -> None:
+    ctx = browser.new_context(
+        viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True
+    )
+    pg = ctx.new_page()
+    try:
+        pg.set_default_timeout(15_000)
+        pg.goto(f"{live_server.url}/runs/new/")
+        pg.get_by_label("Username").fill("ada")
+        pg.get_by_label("Password").fill(PASSWORD)
+        pg.get_by_role("button", name="Sign in").click()
+        pg.wait_for_url("**/runs/new/")
+        choose(pg, LARGE)
+        stage, _ = view_of(pg)
+        fit_level = zoom_level(pg)
+        # Real touches, through Chromium's own input: two fingers spread apart across the photo.
+        touch = pg.context.new_cdp_session(pg)
+        cx, cy = stage["x"] + stage["width"] / 2, stage["y"] + stage["height"] / 2
+
+        def fingers(kind: str, gap: float) -> None:
+            points = [{"x": cx - gap, "y": cy, "id": 1}, {"x": cx + gap, "y": cy, "id": 2}]
+            touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+        fingers("touchStart", 20)
+        for gap in range(30, 130, 10):
+            fingers("touchMove", gap)
+        touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        assert zoom_level(pg) > 3 * fit_level
+        assert field(pg, "point_prompts") == []  # a pinch is not a prompt
+        # One finger, after: a point, on the pixel under it.
+        stage, image = view_of(pg)
+        tap = (round(stage["x"] + 0.3 * stage["width"]), round(stage["y"] + 0.7 * stage["height"]))
+        pg.touchscreen.tap(*tap)
+        assert field(pg, "point_prompts") == [expected_point((image, 4032, 3024), *tap, 1)]
+    finally:
+        ctx.close()
+
+
 def test_keys_choose_the_tools_and_esc_cancels_a_box(page) -> None:
     choose(page, "cat.jpg")
     box, _, _ = geo = geometry(page)
