@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core import signing
 
 from segmentation import reuse, schema
+from segmentation.imaging import decode
 from segmentation.imaging.decode import ACCEPTED_FORMATS_TEXT, ImageRejected
 from segmentation.imaging.intake import intake_upload, intake_url
 from segmentation.imaging.store import store_image
@@ -133,10 +135,12 @@ class SubmissionKeyField(forms.CharField):
         return uuid.uuid4().hex
 
 
-def option_field(option: schema.Option) -> forms.Field:
+def option_field(option: schema.Option, **kwargs: Any) -> forms.Field:
     """The form field for one of SAM 3's options, with schema's limits."""
     if option.kind is bool:
-        return forms.BooleanField(required=False, initial=option.initial, help_text=option.help)
+        return forms.BooleanField(
+            required=False, initial=option.initial, help_text=option.help, **kwargs
+        )
     if option.kind is int:
         return forms.IntegerField(
             min_value=option.minimum,
@@ -144,8 +148,35 @@ def option_field(option: schema.Option) -> forms.Field:
             initial=option.initial,
             label=option.label,
             help_text=option.help,
+            **kwargs,
         )
-    return forms.ChoiceField(choices=option.choices, initial=option.initial, help_text=option.help)
+    return forms.ChoiceField(
+        choices=option.choices, initial=option.initial, help_text=option.help, **kwargs
+    )
+
+
+def image_checks() -> dict[str, str]:
+    """What the page checks a chosen image file against before showing it, as attributes of
+    the file input: the server's own limits, and its refusals in its own words (intake refuses
+    the same files the same way when they get past the browser)."""
+    max_bytes = int(settings.SAM3WEB_MAX_IMAGE_BYTES)
+    max_pixels = decode.max_pixels()
+    refusals = {
+        "empty": decode.MSG_EMPTY,
+        "too_large": f"This file is larger than the {decode.size_text(max_bytes)} limit.",
+        "too_many_pixels": "This image is {size} pixels ({megapixels} megapixels); "
+        f"the limit is {max_pixels / 1_000_000:g} megapixels.",
+        "no_pixels": decode.MSG_NO_PIXELS,
+        "not_image": decode.MSG_NOT_IMAGE,
+        "web_page": decode.MSG_WEB_PAGE,
+        "svg": decode.MSG_SVG,
+        "unsupported": f"{{format}} images are not supported. Please use {ACCEPTED_FORMATS_TEXT}.",
+    }
+    return {
+        "data-max-bytes": str(max_bytes),
+        "data-max-pixels": str(max_pixels),
+        "data-refusals": json.dumps(refusals, ensure_ascii=False),
+    }
 
 
 # --- the run form ---------------------------------------------------------------------------
@@ -188,7 +219,9 @@ class RunForm(forms.Form):
     )
     apply_mask = option_field(schema.OPTIONS_BY_NAME["apply_mask"])
     return_multiple_masks = option_field(schema.OPTIONS_BY_NAME["return_multiple_masks"])
-    max_masks = option_field(schema.OPTIONS_BY_NAME["max_masks"])
+    # Only read with return_multiple_masks: the page disables it while that is off, and a
+    # disabled field is not posted (see clean_max_masks).
+    max_masks = option_field(schema.OPTIONS_BY_NAME["max_masks"], required=False)
     include_scores = option_field(schema.OPTIONS_BY_NAME["include_scores"])
     include_boxes = option_field(schema.OPTIONS_BY_NAME["include_boxes"])
     sync_mode = option_field(schema.OPTIONS_BY_NAME["sync_mode"])
@@ -196,7 +229,8 @@ class RunForm(forms.Form):
     metadata = SchemaJSONField(
         check=schema.clean_metadata,
         widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "class": "mono"}),
-        help_text='Optional flat JSON object attached to the run, e.g. {"project": "demo"}.',
+        help_text="Optional notes kept with the run, as JSON names and values (no lists or "
+        'nested objects), e.g. {"project": "demo"}.',
     )
     # Set when the form was opened from an earlier run ("Edit as a new run").
     parent = forms.ModelChoiceField(
@@ -204,11 +238,44 @@ class RunForm(forms.Form):
     )
     submission_key = SubmissionKeyField()
 
+    # Shown folded unless they hold something (see ``open_sections``).
+    ADVANCED = ("apply_mask", "sync_mode", "output_format")
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.source_image: SourceImage | None = None
         self.source_url = ""  # where source_image came from, when it was a URL
         self.input: dict[str, Any] = {}  # SAM 3's input, once the form is valid
+        # Read when the page is made, so a changed setting is what the page checks against.
+        self.fields["image"].widget.attrs.update(image_checks())
+
+    def open_sections(self) -> set[str]:
+        """The folded parts of the page to show open: those with an error, or with something
+        in them a person would want to see (prompts as JSON, metadata, an option changed from
+        what the form starts with)."""
+        opened = set()
+        if {"point_prompts", "box_prompts"} & set(self.errors) or any(
+            self[name].value() for name in ("point_prompts", "box_prompts")
+        ):
+            opened.add("json")
+        if "metadata" in self.errors or self["metadata"].value():
+            opened.add("metadata")
+        for name in self.ADVANCED:
+            value = self.fields[name].to_python(self[name].value())
+            if name in self.errors or value != schema.OPTIONS_BY_NAME[name].initial:
+                opened.add("advanced")
+        return opened
+
+    def clean_max_masks(self) -> int | None:
+        value = self.cleaned_data.get("max_masks")
+        if value is not None:
+            return value
+        if self.cleaned_data.get("return_multiple_masks"):
+            raise forms.ValidationError(
+                self.fields["max_masks"].error_messages["required"], code="required"
+            )
+        # Not posted while multiple masks is off: stored as the form would have posted it.
+        return self.get_initial_for_field(self.fields["max_masks"], "max_masks")
 
     def staged_token(self) -> str:
         """The image already taken in, for the page shown again (see ``stage``)."""
@@ -331,7 +398,10 @@ class ReuseForm(forms.Form):
     fit = forms.ChoiceField(
         required=False,
         choices=reuse.FIT_CHOICES,
-        initial=reuse.KEEP,
+        # The choice that starts runs on every image; keeping the pixels (and stopping where
+        # they do not fit) is for those who know the images share one size. A POST without a
+        # choice still keeps them: nothing is moved that the person did not ask to move.
+        initial=reuse.SCALE,
         label="Points and boxes",
         widget=forms.RadioSelect,
     )
@@ -410,7 +480,8 @@ class ReuseForm(forms.Form):
                 self.add_error(None, t.placement.error)
                 continue
             data = {
-                **{o.name: source.input.get(o.name, o.initial) for o in schema.OPTIONS},
+                # An option the source run left out was Runflow's default for it.
+                **{o.name: source.input.get(o.name, o.default) for o in schema.OPTIONS},
                 "prompt": source.prompt,
                 "point_prompts": t.placement.points,
                 "box_prompts": t.placement.boxes,

@@ -11,10 +11,11 @@ from segmentation.models import Run
 from segmentation.schema import box_fits, point_fits
 
 KEEP, DROP, SCALE = "keep", "drop", "scale"
+# The one that starts runs on any image first: it is the form's choice unless changed.
 FIT_CHOICES = [
-    (KEEP, "Keep them at the same pixels, and stop if any lies outside an image"),
-    (DROP, "Drop the points and boxes that lie outside an image"),
     (SCALE, "Scale them to each image’s size (the same place relative to the image)"),
+    (DROP, "Drop the points and boxes that lie outside an image"),
+    (KEEP, "Keep them at the same pixels, and stop if any lies outside an image"),
 ]
 
 

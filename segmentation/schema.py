@@ -47,7 +47,8 @@ INPUT: Loc = ("input",)
 @dataclass(frozen=True)
 class Option:
     """One of SAM 3's options. ``default`` is what Runflow uses when the field is left out;
-    ``initial`` is what sam3web's forms start with (scores and boxes on: the viewer uses them)."""
+    ``initial`` is what sam3web's forms start with (scores and boxes on: the viewer uses them;
+    several masks on: a text concept finds every instance)."""
 
     name: str
     kind: type
@@ -67,21 +68,38 @@ OPTIONS: tuple[Option, ...] = (
         True,
         True,
         "Apply mask",
-        "Runflow also returns the image with masks drawn.",
+        "Runflow also sends back a picture of the image with the masks painted on it.",
     ),
+    # On in the form: a text concept then finds every instance, SAM 3's strength.
     Option(
         "return_multiple_masks",
         bool,
         False,
-        False,
+        True,
         "Return multiple masks",
-        "Return up to “max masks” masks.",
+        "Find every instance of what you ask for (up to “Max masks”), not only the best one.",
     ),
     Option("max_masks", int, 3, 3, "Max masks", "1 to 32.", minimum=1, maximum=32),
     Option("include_scores", bool, False, True, "Include scores", "A confidence score per mask."),
     Option("include_boxes", bool, False, True, "Include boxes", "A bounding box per mask."),
-    Option("sync_mode", bool, False, False, "Sync mode", "Media come back inline as data URIs."),
-    Option("output_format", str, "png", "png", "Output format", "", choices=OUTPUT_FORMATS),
+    Option(
+        "sync_mode",
+        bool,
+        False,
+        False,
+        "Sync mode",
+        "Runflow puts the files inside its answer instead of sending links to them "
+        "(sam3web keeps its own copies either way).",
+    ),
+    Option(
+        "output_format",
+        str,
+        "png",
+        "png",
+        "Output format",
+        "The file type of the painted picture.",
+        choices=OUTPUT_FORMATS,
+    ),
 )
 OPTION_NAMES: tuple[str, ...] = tuple(option.name for option in OPTIONS)
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}

@@ -27,6 +27,7 @@ def test_every_page_is_accessible(page, worker, standin, live_server, width: int
     problems["new run"] = serious(page)
     page.get_by_label("Image", exact=True).set_input_files(str(IMAGES / "coins.png"))
     page.get_by_label("Text prompt").fill("coin")
+    page.get_by_text("Edit as JSON").click()  # folded while the editor draws
     page.get_by_label("Point prompts").fill('[{"x": 9999, "y": 1, "label": 1}]')
     page.get_by_role("button", name="Submit run").click()
     page.locator("#field-point_prompts .field-errors").wait_for()

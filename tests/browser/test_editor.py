@@ -303,6 +303,9 @@ def test_objects_group_prompts_with_object_ids(page) -> None:  # noqa: F811
 
 def test_json_typed_by_hand_shows_on_the_image(page) -> None:  # noqa: F811
     choose(page, "cat.jpg")
+    # Folded while empty: the editor draws them.
+    assert page.get_by_label("Point prompts").is_hidden()
+    page.get_by_text("Edit as JSON").click()
     page.get_by_label("Point prompts").fill('[{"x": 10, "y": 20, "label": 0, "object_id": 2}]')
     page.get_by_label("Box prompts").fill('[{"x_min": 5, "y_min": 6, "x_max": 70, "y_max": 80}]')
     page.get_by_label("Text prompt").click()  # leaving the field

@@ -45,7 +45,14 @@ def test_two_images_start_two_runs(page, worker, standin, live_server, owner) ->
     found = page.locator("#started tbody").inner_text()
     assert found.count("instance") == 2, found
     assert len(standin.runs) == 2
-    assert all(r.input == source.input for r in runs)
+
+    # The same prompt and options; the points and boxes scaled to each image (the default).
+    def without_prompts(data: dict) -> dict:
+        return {k: v for k, v in data.items() if k not in ("point_prompts", "box_prompts")}
+
+    for run in runs:
+        assert without_prompts(run.input) == without_prompts(source.input)
+        assert (run.point_count, run.box_count) == (2, 1)
     shot(page, "reuse")
     # Done: the list no longer asks for news.
     asked: list[str] = []
@@ -71,6 +78,7 @@ def test_points_that_do_not_fit_are_explained_and_the_upload_kept(
     page.get_by_label("Image files").set_input_files(
         [str(IMAGES / "coffee.jpg"), str(IMAGES / "horse.png")]
     )
+    page.get_by_label("Keep them at the same pixels, and stop if any lies outside an image").check()
     page.get_by_role("button", name="Start runs").click()
     alert = page.locator(".errors.banner")
     alert.wait_for()
@@ -88,3 +96,29 @@ def test_points_that_do_not_fit_are_explained_and_the_upload_kept(
     horse = Run.objects.get(parent=source, image__original_name="horse.png")
     assert horse.input["point_prompts"] == [POINTS[0]]
     assert horse.input["box_prompts"] == [BOX]
+
+
+def test_by_default_the_prompts_are_scaled_to_each_image_and_the_runs_start(
+    page,  # noqa: F811
+    worker,  # noqa: F811
+    standin,
+    live_server,
+    owner,
+) -> None:
+    source = prompted_run(owner, points=POINTS, boxes=[BOX])  # on cat.jpg, 451×300
+    page.goto(f"{live_server.url}/runs/{source.id}/reuse/")
+    scale = page.get_by_label(
+        "Scale them to each image’s size (the same place relative to the image)"
+    )
+    assert scale.is_checked()
+    page.get_by_label("Image files").set_input_files(str(IMAGES / "horse.png"))  # 400×328
+    page.get_by_role("button", name="Start runs").click()
+    page.get_by_role("heading", name="Started 1 run").wait_for()
+    assert page.get_by_text("horse.png is 400×328: the points and boxes are scaled to it").count()
+    horse = Run.objects.get(parent=source)
+    assert horse.input["point_prompts"] == [
+        {"x": 89, "y": 131, "label": 1},
+        {"x": 390, "y": 317, "label": 0},
+    ]
+    assert all(0 <= p["x"] < 400 and 0 <= p["y"] < 328 for p in horse.input["point_prompts"])
+    shot(page, "reuse-scaled")

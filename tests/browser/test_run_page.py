@@ -19,6 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_submit_a_run_and_watch_it_reach_runflow(page, worker, standin, live_server) -> None:
     page.get_by_label("Image", exact=True).set_input_files(str(IMAGES / "cat.jpg"))
     page.get_by_label("Text prompt").fill("cat")
+    page.get_by_text("Edit as JSON").click()  # folded while the editor draws
     page.get_by_label("Point prompts").fill('[{"x": 225, "y": 150, "label": 1}]')
     page.get_by_label("Box prompts").fill(
         '[{"x_min": 60, "y_min": 30, "x_max": 400, "y_max": 290}]'
@@ -47,6 +48,7 @@ def test_submit_a_run_and_watch_it_reach_runflow(page, worker, standin, live_ser
 def test_a_bad_field_keeps_everything_typed(page, worker, standin) -> None:
     page.get_by_label("Image", exact=True).set_input_files(str(IMAGES / "coffee.jpg"))
     page.get_by_label("Text prompt").fill("cup")
+    page.get_by_text("Edit as JSON").click()  # folded while the editor draws
     page.get_by_label("Point prompts").fill('[{"x": 9000, "y": 1, "label": 1}]')
     page.get_by_role("button", name="Submit run").click()
     error = page.locator("#field-point_prompts .field-errors")
@@ -92,6 +94,7 @@ def test_a_finished_run_shows_its_masks(page, standin, live_server, settings) ->
     try:
         page.get_by_label("Image", exact=True).set_input_files(str(IMAGES / "coins.png"))
         page.get_by_label("Text prompt").fill("coin")
+        page.get_by_text("Edit as JSON").click()  # folded while the editor draws
         page.get_by_label("Box prompts").fill(
             '[{"x_min": 20, "y_min": 20, "x_max": 120, "y_max": 110},'
             ' {"x_min": 200, "y_min": 150, "x_max": 330, "y_max": 270}]'

@@ -97,8 +97,10 @@ def test_the_page_shows_the_runs_prompt_and_a_form_for_many_images(
     assert "webp" in html and "&quot;project&quot;" not in html and '"project": "demo"' in html
     assert f"up to {MAX_IMAGES} images" in html
     assert "451×300" in html
-    # Three choices for points and boxes that do not fit, keeping them exactly by default.
-    assert re.search(r'name="fit" value="keep"[^>]*checked', response.content.decode())
+    # Three choices for points and boxes that do not fit: by default the one that starts runs
+    # on any image, scaling them; keeping them exactly stops where they do not fit.
+    assert re.search(r'name="fit" value="scale"[^>]*checked', response.content.decode())
+    assert not re.search(r'name="fit" value="keep"[^>]*checked', response.content.decode())
     assert 'value="drop"' in html and 'value="scale"' in html
     assert html.count('class="pt ') == 3 and html.count('class="box"') == 1
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 
 import pytest
 from django.test import Client
 
 from segmentation.models import Run, SourceImage
-from tests.factories import field_errors, form_data, png_bytes, upload
+from tests.factories import field_errors, form_data, make_run, png_bytes, upload
 from tests.sample_images import IMAGES
 
 pytestmark = pytest.mark.django_db
@@ -48,6 +49,8 @@ def test_the_form_shows_every_schema_field_with_useful_defaults(signed_in: Clien
         assert f'name="{name}"' in html, name
     assert re.search(r'name="include_scores"[^>]*checked', html)
     assert re.search(r'name="include_boxes"[^>]*checked', html)
+    # Several masks: a text concept finds every instance (Runflow's own default is one).
+    assert re.search(r'name="return_multiple_masks"[^>]*checked', html)
     assert not re.search(r'name="sync_mode"[^>]*checked', html)
     assert 'value="3"' in html  # max_masks
 
@@ -354,3 +357,79 @@ def test_the_same_key_from_two_teammates_is_two_runs(
     signed_in.post(URL, form_data(submission_key="b" * 32))
     teammate_client.post(URL, form_data(submission_key="b" * 32))
     assert Run.objects.count() == 2
+
+
+# --- options that wait on another, and what is folded ----------------------------------------
+
+
+def test_max_masks_left_out_with_one_mask_is_stored_as_the_form_shows_it(
+    signed_in: Client,
+) -> None:
+    """The page disables Max masks while multiple masks is off, and a disabled field is not
+    posted: the run is stored as before, with the form's 3."""
+    response = signed_in.post(URL, form_data(max_masks=None))
+    assert response.status_code == 302
+    run = Run.objects.get()
+    assert (run.input["return_multiple_masks"], run.input["max_masks"]) == (False, 3)
+
+
+def test_max_masks_is_needed_with_several_masks(signed_in: Client) -> None:
+    response = signed_in.post(URL, form_data(max_masks=None, return_multiple_masks="on"))
+    assert_refused(response, "max_masks", "This field is required.")
+    response = signed_in.post(URL, form_data(max_masks="", return_multiple_masks="on"))
+    assert_refused(response, "max_masks", "This field is required.")
+
+
+def details(html: str, css_class: str) -> str:
+    """The opening tag of the <details> of this class."""
+    found = re.search(rf'<details class="{css_class}"[^>]*>', html)
+    assert found, css_class
+    return found.group(0)
+
+
+def test_what_is_folded_opens_when_it_holds_something(signed_in: Client, owner) -> None:
+    html = signed_in.get(URL).content.decode()
+    # The JSON: open for the page without JavaScript, folded by the page's script.
+    assert " data-fold" in details(html, "pe-json")
+    assert " open" not in details(html, "rf-advanced")
+    assert " open" not in details(html, "rf-metadata")
+
+    # Shown again with an error in one of them: that one is open.
+    html = signed_in.post(URL, form_data(metadata="{bad")).content.decode()
+    assert " open" in details(html, "rf-metadata")
+    assert " open" not in details(html, "rf-advanced")
+    assert " data-fold" in details(html, "pe-json")
+    html = signed_in.post(URL, form_data(box_prompts="[{")).content.decode()
+    assert " data-fold" not in details(html, "pe-json")
+
+    # Filled in from a run that used an advanced option, and had points: open, to be seen.
+    run = make_run(
+        owner,
+        input={
+            "prompt": "cat",
+            "sync_mode": True,
+            "point_prompts": [{"x": 1, "y": 2, "label": 1}],
+        },
+        metadata={"project": "demo"},
+    )
+    html = signed_in.get(f"{URL}?from={run.pk}").content.decode()
+    assert " open" in details(html, "rf-advanced")
+    assert " open" in details(html, "rf-metadata")
+    assert " data-fold" not in details(html, "pe-json")
+
+
+def test_the_page_carries_the_servers_image_limits_and_refusals(
+    signed_in: Client, settings
+) -> None:
+    settings.SAM3WEB_MAX_IMAGE_BYTES = 1_234_567
+    settings.SAM3WEB_MAX_IMAGE_PIXELS = 12_000_000
+    html = signed_in.get(URL).content.decode()
+    tag = re.search(r'<input type="file" name="image"[^>]*>', html)
+    assert tag, "no image field"
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(0)))
+    assert attrs["data-max-bytes"] == "1234567"
+    assert attrs["data-max-pixels"] == "12000000"
+    refusals = json.loads(unescape(attrs["data-refusals"]))
+    assert refusals["too_large"] == "This file is larger than the 1.2 MiB limit."
+    assert refusals["too_many_pixels"].endswith("the limit is 12 megapixels.")
+    assert refusals["empty"] == "This file is empty (0 bytes)."
