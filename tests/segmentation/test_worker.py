@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -148,8 +149,10 @@ def test_on_postgresql_a_queued_task_wakes_the_idle_worker_at_once(postgres, sta
                 )
                 assert queued.returncode == 0, queued.stderr
                 task_id = queued.stdout.split()[-1]  # after the shell's own greeting
-                wait_for(lambda task_id=task_id: finished(db, task_id), timeout=20)
-                enqueued_at, finished_at = finished(db, task_id)
+                wait_for(partial(finished, db, task_id), timeout=20)
+                times = finished(db, task_id)
+                assert times is not None
+                enqueued_at, finished_at = times
                 assert (finished_at - enqueued_at).total_seconds() < 1.0
     finally:
         seconds, output = stop(worker)
