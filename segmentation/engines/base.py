@@ -126,8 +126,8 @@ class Engine(ABC):
     def download(self, url: str, *, what: str) -> bytes:
         """The bytes of one mask or preview. Raises imaging.masks.ArtifactError."""
 
-    def before_store(self, run: Run) -> None:
-        """Anything to complete on the run before its masks are stored (the cost, say)."""
+    def after_store(self, run: Run) -> None:
+        """Anything to complete on the run once its masks are on the page (the cost, say)."""
         return None  # nothing, unless the engine says otherwise
 
     def first_poll_delay(self, run: Run) -> float:
@@ -140,7 +140,6 @@ class Engine(ABC):
         """Copy every mask and the preview into our storage, build the overlay and thumbnail.
 
         Safe to run again (after a crash, or to retry): masks already copied are kept."""
-        self.before_store(run)
         parsed = self.output(run)
         notes = list(parsed.notes)
         for note in parsed.notes:
@@ -185,6 +184,8 @@ class Engine(ABC):
         Run.objects.filter(pk=run.pk).update(
             artifacts=state, artifact_notes=notes, mask_count=len(stored)
         )
+        # After the masks are on the page, not before: nothing a person waits for.
+        self.after_store(run)
         return str(state)
 
     def _download_mask(self, ref: MaskRef) -> bytes:

@@ -90,8 +90,9 @@ class RunflowEngine(base.Engine):
             return "error"
         return base.apply_result(run.pk, result, source="poll")
 
-    def before_store(self, run: Run) -> None:
-        """Callbacks carry no cost; the run object does. One GET, and no harm if it fails."""
+    def after_store(self, run: Run) -> None:
+        """Callbacks carry no cost; the run object does. One GET, and no harm if it fails (the
+        page shows the list price as an estimate meanwhile)."""
         if run.cost is not None:
             return
         try:
