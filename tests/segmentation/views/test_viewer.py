@@ -53,8 +53,11 @@ def test_viewer_json_describes_every_instance(signed_in: Client, finished_run: R
     image = finished_run.image
     assert data["run"] == str(finished_run.id)
     assert data["settled"] is True
+    # The viewer draws the display copy (here the original itself: coins.png is small) over
+    # the original's pixels, and loads the original when zoomed in past the copy.
     assert data["image"] == {
-        "url": f"/images/{image.pk}/",
+        "url": f"/images/{image.pk}/display/",
+        "full_url": f"/images/{image.pk}/",
         "width": image.width,
         "height": image.height,
     }
