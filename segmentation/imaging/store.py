@@ -12,6 +12,7 @@ from django.db.models.fields.files import FieldFile
 from segmentation.imaging.display import (
     Rendition,
     content_type_of,
+    display_size,
     needs_display,
     render_display,
 )
@@ -66,7 +67,10 @@ def store_image(result: IntakeResult, *, original_name: str) -> SourceImage:
 def display_file(image: SourceImage) -> tuple[FieldFile, str]:
     """The file pages show for ``image`` and its content type: the display copy, made now if
     the image is large and has none (images stored before display copies existed get theirs
-    on first view), or the original when it is small enough (or a copy cannot be made)."""
+    on first view), or the original when it is small enough (or a copy cannot be made), or
+    always the original when copies are turned off (SAM3WEB_DISPLAY_SIZE=0)."""
+    if display_size() <= 0:
+        return image.file, image.content_type
     if image.display.name:
         return image.display, content_type_of(image.display.name)
     if not needs_display(image.width, image.height):

@@ -59,6 +59,9 @@ def test_an_image_stored_before_copies_gets_one_on_its_first_view(
     image.refresh_from_db()
     assert image.display
     assert body(signed_in.get(f"/images/{image.pk}/display/")) == body(first)
+    # Turned off again: the original, though the copy is there.
+    settings.SAM3WEB_DISPLAY_SIZE = 0
+    assert body(signed_in.get(f"/images/{image.pk}/display/")) == image_bytes(LARGE)
 
 
 def test_the_same_people_as_the_original(
