@@ -10,7 +10,8 @@ import pytest
 from django.test import Client
 from PIL import Image
 
-from tests.factories import image_bytes, make_run, stored_image
+from segmentation.models import Run
+from tests.factories import finished_run, image_bytes, make_run, stored_image
 
 pytestmark = pytest.mark.django_db
 
@@ -88,5 +89,28 @@ def test_a_public_link_serves_the_display_copy_until_revoked(signed_in: Client, 
     assert response["Cache-Control"] == "private, max-age=600"
     assert response["Referrer-Policy"] == "no-referrer"
     assert Image.open(io.BytesIO(body(response))).size == (2016, 1512)
+    page = anonymous.get(f"/s/{run.share_token}/").content.decode()
+    assert f'src="{url}"' in page and f'href="/s/{run.share_token}/image"' in page
     signed_in.post(f"/runs/{run.id}/unshare/")
     assert anonymous.get(url).status_code == 404
+
+
+def test_the_run_page_shows_the_display_copy_and_links_the_original(
+    signed_in: Client, owner
+) -> None:
+    run = finished_run(owner, image=LARGE, masks=2)
+    html = signed_in.get(f"/runs/{run.id}/").content.decode()
+    image = run.image
+    assert f'<img src="/images/{image.pk}/display/" width="4032" height="3024"' in html
+    assert f'<a href="/images/{image.pk}/">Full-size image</a>' in html
+    assert f'src="/images/{image.pk}/"' not in html
+    data = signed_in.get(f"/runs/{run.id}/viewer.json").json()
+    assert data["image"] == {
+        "url": f"/images/{image.pk}/display/",
+        "full_url": f"/images/{image.pk}/",
+        "width": 4032,
+        "height": 3024,
+    }
+    # Masks stay in the original's pixels.
+    assert all(i["crop"][0] + i["crop"][2] <= 4032 for i in data["instances"])
+    assert all(m.file.size > 0 for m in Run.objects.get(pk=run.pk).masks.all())
