@@ -49,7 +49,8 @@ from segmentation.models import Run  # noqa: E402
 
 PHOTO = IMAGES / "large-4032x3024.jpg"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SOURCE_IMAGE = re.compile(r"/images/\d+/$")
+# The photo: its display copy (what the page loads), or the original.
+SOURCE_IMAGE = re.compile(r"/images/\d+/(display/)?$")
 
 
 def make_run(user, masks: int) -> Run:
@@ -332,7 +333,8 @@ def main() -> None:
                     print(
                         f"  page HTML {r['html'] / kib:.1f} KiB · static files"
                         f" {r['static'] / kib:.1f} KiB · server composite overlay.png"
-                        f" {r['overlay'] / kib:.1f} KiB (hidden once the viewer runs)"
+                        f" {r['overlay'] / kib:.1f} KiB (in <noscript>: not loaded where the"
+                        " viewer runs)"
                     )
                     print(
                         f"  viewer mask data: {r['crop_count']} crops {r['crops'] / kib:.1f} KiB"

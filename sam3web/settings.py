@@ -282,6 +282,15 @@ SAM3WEB_MAX_IMAGE_BYTES = envint("SAM3WEB_MAX_IMAGE_BYTES", 50 * 1024 * 1024, mi
 SAM3WEB_MAX_IMAGE_PIXELS = envint("SAM3WEB_MAX_IMAGE_PIXELS", 50_000_000, minimum=1)
 SAM3WEB_FETCH_TIMEOUT = envfloat("SAM3WEB_FETCH_TIMEOUT", 20.0, minimum=0.1)
 SAM3WEB_FETCH_MAX_REDIRECTS = envint("SAM3WEB_FETCH_MAX_REDIRECTS", 5)
+# Pages and the viewer load a copy of each larger image whose long side is at most this many
+# pixels (masks and coordinates stay in the original's pixels); 0: no copies, pages load the
+# original.
+SAM3WEB_DISPLAY_SIZE = envint("SAM3WEB_DISPLAY_SIZE", 2048)
+if 0 < SAM3WEB_DISPLAY_SIZE < 256:
+    raise ImproperlyConfigured(
+        f"SAM3WEB_DISPLAY_SIZE must be 0 (no display copies) or at least 256, not "
+        f"{SAM3WEB_DISPLAY_SIZE}"
+    )
 # Only the test suite turns this on: image URLs may then point at loopback/private hosts.
 SAM3WEB_FETCH_ALLOW_PRIVATE = False
 

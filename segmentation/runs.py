@@ -167,7 +167,7 @@ def delete_run(run_id: Any) -> bool:
                 # Someone started a run on this image in the meantime: it stays.
                 pass
             else:
-                names += [f.name for f in (image.file, image.thumbnail) if f.name]
+                names += [f.name for f in (image.file, image.thumbnail, image.display) if f.name]
         transaction.on_commit(lambda: remove_files(names))
     return True
 

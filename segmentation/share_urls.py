@@ -9,6 +9,7 @@ from segmentation.views import share as share_views
 urlpatterns: list[URLPattern] = [
     path("", share_views.shared_run, name="shared_run"),
     path("image", share_views.shared_image, name="shared_image"),
+    path("image/display", share_views.shared_image_display, name="shared_image_display"),
     path("overlay.png", share_views.shared_overlay, name="shared_overlay"),
     path("viewer.json", share_views.shared_viewer_data, name="shared_viewer_data"),
     path("masks/<int:number>.png", share_views.shared_mask, name="shared_mask"),

@@ -30,5 +30,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("runs/<uuid:run_id>/masks/<int:number>.crop.png", viewer.mask_crop, name="mask_crop"),
     path("runs/<uuid:run_id>/export/<str:fmt>", exports.export, name="run_export"),
     path("images/<int:image_id>/", files.image_file, name="image_file"),
+    path("images/<int:image_id>/display/", files.image_display, name="image_display"),
     path("images/<int:image_id>/thumb/", files.image_thumbnail, name="image_thumbnail"),
 ]

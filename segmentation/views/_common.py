@@ -44,6 +44,7 @@ def run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
     """Everything the run page draws: the image with its prompts, the instances, the exports,
     the deliveries, and a version that changes whenever the live part would change."""
     image = run.image
+    image_area = image.width * image.height
     drawing = prompt_drawing(run)
     # While the masks are being copied the page says so and shows none: it shows them once,
     # all together, instead of starting its viewer again for each mask as it lands.
@@ -59,11 +60,11 @@ def run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
         "options": options_of(run),
         "masks": masks,
         "masks_missing": sum(1 for m in masks if not m.file),
-        "instances": [_instance(m, drawing["font_size"]) for m in masks],
+        "instances": [_instance(m, drawing["font_size"], image_area) for m in masks],
         "deliveries": deliveries,
         "version": version,
         **drawing,
-        "image_area": image.width * image.height,
+        "image_area": image_area,
         "request_body_json": pretty(run.request_body),
         "provider_response_json": pretty(run.provider_response),
         "output_json": pretty(run.output),
@@ -89,7 +90,7 @@ def prompt_drawing(run: Run) -> dict[str, Any]:
     }
 
 
-def _instance(mask: Mask, font_size: int) -> dict[str, Any]:
+def _instance(mask: Mask, font_size: int, image_area: int) -> dict[str, Any]:
     x0, y0, x1, y1 = mask.box or (0, 0, 0, 0)
     r, g, b = colour_for(mask.index)
     label = f"#{mask.number}" + (f" {mask.score:.2f}" if mask.score is not None else "")
@@ -101,6 +102,8 @@ def _instance(mask: Mask, font_size: int) -> dict[str, Any]:
         "w": x1 - x0,
         "h": y1 - y0,
         "colour": f"rgb({r}, {g}, {b})",
+        # The share of the image the mask covers, as the viewer's list writes it (one decimal).
+        "area_pct": f"{100 * mask.area / image_area:.1f}" if mask.area is not None else None,
         # A filled tag above the box (inside it when the box touches the top edge).
         "label": label,
         "tag_h": tag_h,

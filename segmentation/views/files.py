@@ -8,6 +8,7 @@ from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
+from segmentation.imaging.store import display_file
 from segmentation.models import Mask, SourceImage
 from segmentation.views._common import run_or_404, serve
 
@@ -18,6 +19,15 @@ def image_file(request: HttpRequest, image_id: int) -> FileResponse:
     the one we determined, never the uploader's."""
     image = get_object_or_404(SourceImage, pk=image_id)
     return serve(image.file, image.content_type)
+
+
+@require_GET
+def image_display(request: HttpRequest, image_id: int) -> FileResponse:
+    """The image as pages show it: its display copy when it is larger than pages need (made on
+    first view for images stored before copies existed), else the original. Masks and prompt
+    coordinates stay in the original's pixels; the original stays at ``image_file``."""
+    image = get_object_or_404(SourceImage, pk=image_id)
+    return serve(*display_file(image))
 
 
 @require_GET

@@ -34,6 +34,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from segmentation import exports
+from segmentation.imaging.store import display_file
 from segmentation.models import Mask, Run
 from segmentation.views import exports as export_views
 from segmentation.views import viewer as viewer_views
@@ -148,7 +149,8 @@ def sharedrun_or_404(token: str) -> Run:
 def _links(run: Run) -> Links:
     token = run.share_token
     return Links(
-        image=reverse("shared_image", args=[token]),
+        image=reverse("shared_image_display", args=[token]),
+        full_image=reverse("shared_image", args=[token]),
         crop=lambda number: reverse("shared_mask_crop", args=[token, number]),
         mask=lambda number: reverse("shared_mask", args=[token, number]),
         run_id=None,
@@ -190,6 +192,11 @@ def shared_run(request: HttpRequest, run: Run) -> HttpResponse:
 @public
 def shared_image(request: HttpRequest, run: Run) -> HttpResponseBase:
     return _private(serve(run.image.file, run.image.content_type))
+
+
+@public
+def shared_image_display(request: HttpRequest, run: Run) -> HttpResponseBase:
+    return _private(serve(*display_file(run.image)))
 
 
 @public

@@ -52,7 +52,8 @@ class Links:
     """Where the viewer finds a run's files: the team's URLs, or those of a public link
     (``share_views``), which must never point back into the signed-in app."""
 
-    image: str
+    image: str  # what the viewer draws: the display copy (or the original, when small)
+    full_image: str  # the original, loaded when zoomed in past the display copy's detail
     crop: Callable[[int], str]  # instance number -> URL of its crop (before ``?v=``)
     mask: Callable[[int], str]  # instance number -> URL of its full-size mask
     run_id: str | None  # named in the JSON for the team; a public link does not reveal it
@@ -60,7 +61,8 @@ class Links:
 
 def team_links(run: Run) -> Links:
     return Links(
-        image=reverse("image_file", args=[run.image_id]),
+        image=reverse("image_display", args=[run.image_id]),
+        full_image=reverse("image_file", args=[run.image_id]),
         crop=lambda number: reverse("mask_crop", args=[run.pk, number]),
         mask=lambda number: reverse("mask_file", args=[run.pk, number]),
         run_id=str(run.pk),
@@ -81,7 +83,13 @@ def viewer_response(request: HttpRequest, run: Run, links: Links) -> HttpRespons
         {
             "run": links.run_id,
             "settled": run.settled,
-            "image": {"url": links.image, "width": image.width, "height": image.height},
+            # width and height are the original's: masks, boxes and prompts are in its pixels.
+            "image": {
+                "url": links.image,
+                "full_url": links.full_image,
+                "width": image.width,
+                "height": image.height,
+            },
             "instances": [_instance(links, m, image.width, image.height) for m in masks],
             "prompts": {"points": run.points, "boxes": run.boxes},
         },

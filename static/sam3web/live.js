@@ -31,7 +31,10 @@ async function longPoll() {
     const html = await response.text();
     // Still the same element? (A person may have navigated with htmx meanwhile.)
     if (document.getElementById(LIVE) !== el) return;
+    // Announced like htmx's own swaps, so the page keeps what the person opened (run-page.js).
+    el.dispatchEvent(new CustomEvent("sam3:beforeswap", { bubbles: true, detail: { target: el } }));
     htmx.swap(el, html, { swapStyle: "outerHTML" });
+    document.dispatchEvent(new CustomEvent("sam3:afterswap"));
     if (response.status === 286) return; // the server says: settled, stop asking
   }
 }

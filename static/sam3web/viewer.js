@@ -3,7 +3,10 @@
  * Draws the run's image and its instances on one <canvas>, from the small per-instance mask
  * crops (viewer_views.mask_crop) listed in viewer.json: a colour per instance, opacity, show and
  * hide, a minimum score, filled or outline masks, boxes and score tags, the prompts, a hover
- * read-out, zoom and pan, and keyboard shortcuts ("?" lists them). No framework, no build step:
+ * read-out, selecting an instance, zoom and pan, and keyboard shortcuts ("?" lists them). The
+ * photo is its display copy, stretched over the original's pixels (masks and coordinates stay in
+ * those); zoomed in past the copy's detail, the original is loaded in its place. No framework,
+ * no build step:
  * ES modules, loaded with <script type="module"> and served as they are (collectstatic's
  * manifest storage rewrites their imports to the hashed names, sam3web/storage.py).
  *
@@ -12,7 +15,7 @@
  *   viewer/data.js      viewer.json, the photo and the mask crops, mask bits for hit-testing
  *   viewer/draw.js      the frame: image pyramid, instance sprites, outlines, boxes, tags
  *   viewer/view.js      the canvas's size, fit, zoom, pan, and what lies under a point
- *   viewer/controls.js  the instance list, the bars, pointer, keyboard shortcuts, help dialog
+ *   viewer/controls.js  the instance list, the bars, selecting, pointer, keys, help dialog
  *   viewer/sync.js      the viewers on the page; keeping those of a group in step (compare)
  *   viewer/util.js      clamp, round2, makeCanvas
  *

@@ -43,8 +43,16 @@ def test_every_page_is_accessible(page, worker, standin, live_server, width: int
         time.sleep(0.1)
     page.reload()
     page.locator("table.instances").wait_for()
+    page.locator(".sam3-viewer[data-state=ready]").wait_for()
     problems["run page"] = serious(page)
     shot(page, f"a11y-run-{width}")
+    # An instance selected, the details and (on a phone) the menus open.
+    page.locator("table.instances tbody tr .sv-score").first.click()
+    page.get_by_text("Details", exact=True).click()
+    if width < 640:
+        page.get_by_text("More actions").click()
+        page.get_by_text("Menu", exact=True).click()
+    problems["run page, opened"] = serious(page)
 
     page.goto(f"{live_server.url}/runs/")
     problems["history"] = serious(page)

@@ -93,6 +93,7 @@ def test_values_from_the_environment(tmp_path: Path) -> None:
         ({"RUNFLOW_TIMEOUT": "nan"}, "RUNFLOW_TIMEOUT must be at least"),
         ({"RUNFLOW_MAX_ATTEMPTS": "0"}, "RUNFLOW_MAX_ATTEMPTS must be at least 1"),
         ({"SAM3WEB_MAX_IMAGE_PIXELS": "many"}, "SAM3WEB_MAX_IMAGE_PIXELS must be a whole number"),
+        ({"SAM3WEB_DISPLAY_SIZE": "64"}, "SAM3WEB_DISPLAY_SIZE must be 0 (no display copies) or"),
     ],
 )
 def test_nonsense_is_refused_at_start_up(tmp_path: Path, env: dict[str, str], message: str) -> None:

@@ -84,13 +84,17 @@ def files_of(run: Run) -> set[str]:
     return names
 
 
-def test_deleting_every_run_leaves_an_empty_media_folder(signed_in: Client, standin) -> None:
+def test_deleting_every_run_leaves_an_empty_media_folder(
+    signed_in: Client, standin, settings
+) -> None:
+    settings.SAM3WEB_DISPLAY_SIZE = 256  # so that these small photos get display copies too
     a = coins_run(signed_in, standin)  # coins.png
     b = coins_run(signed_in, standin)  # the same photo again: one SourceImage, two runs
     c = coins_run(signed_in, standin, image="cat.jpg", boxes=[])
     assert a.image_id == b.image_id != c.image_id
     for run in (a, b, c):
         assert run.masks.exclude(file="").exists() and run.thumbnail and run.overlay
+        assert run.image.display and run.image.thumbnail
     before = media_files()
     own = {run.pk: files_of(run) for run in (a, b, c)}
     assert own[a.pk] | own[b.pk] | own[c.pk] <= before

@@ -1,6 +1,8 @@
-/* sam3web viewer · the controls: the instance list (show, colour, score, area), the bars
- * (opacity, minimum score, filled or outline, boxes, tags, prompts, hide all, zoom), the hover
- * read-out, the pointer (drag to pan, wheel and pinch to zoom, point or tap to read out), and
+/* sam3web viewer · the controls: the instance list (the page's own table, taken over: show,
+ * colour, select; score, area, box, mask PNG), the bars (opacity, minimum score, filled or
+ * outline, boxes, tags, prompts, hide all, zoom), the hover read-out and the label beside the
+ * pointer, selecting (a click on the image selects in the list, a row lights up its instance on
+ * the image), the pointer (drag to pan, wheel and pinch to zoom, point or tap to read out), and
  * the keyboard shortcuts with their help dialog ("?").
  *
  * `controls` holds methods of the Viewer (mixed into it in core.js). The controls call the
@@ -20,44 +22,199 @@ function isTyping(el) {
 }
 
 export const controls = {
+  /* The instance list. On the run page (and a public page) it is the page's own table
+   * (_instances.html, named by the viewer's data-list): rows the server wrote, which the viewer
+   * takes over; elsewhere (compare) the viewer's own table, whose rows it writes the same way.
+   * Each row gets a show checkbox, a colour and a select button in its first cell. */
   buildList() {
-    const body = this.$(".sv-list tbody");
-    body.textContent = "";
-    const area = this.W * this.H;
+    const listed = this.root.dataset.list && document.getElementById(this.root.dataset.list);
+    this.list = listed || this.$(".sv-list");
+    if (!this.list) return;
+    const body = this.list.querySelector("tbody");
+    const rows = new Map();
+    for (const tr of body.querySelectorAll("tr[data-number]")) {
+      rows.set(Number(tr.dataset.number), tr);
+    }
     for (const inst of this.insts) {
-      const tr = document.createElement("tr");
-      tr.dataset.number = inst.number;
-      const can = Boolean(inst.crop_url);
-      const score = inst.score == null ? "—" : inst.score.toFixed(3);
-      const pct = inst.area == null ? "" : ` (${((100 * inst.area) / area).toFixed(1)}%)`;
-      tr.innerHTML =
-        `<td><input type="checkbox" class="sv-on"></td>` +
-        `<td><input type="color" class="sv-colour"></td>` +
-        `<th scope="row"></th><td class="sv-score"></td><td><span class="sv-area"></span> <span class="sv-note"></span></td>`;
-      const box = tr.querySelector(".sv-on");
-      box.checked = inst.on;
-      box.disabled = !can;
-      box.setAttribute("aria-label", `Show instance ${inst.number}`);
-      const colour = tr.querySelector(".sv-colour");
-      colour.value = inst.colour;
-      colour.disabled = !can;
-      colour.setAttribute("aria-label", `Colour of instance ${inst.number}`);
-      tr.querySelector("th").textContent = inst.number;
-      tr.querySelector(".sv-score").textContent = score;
-      tr.querySelector(".sv-area").textContent =
-        inst.area == null ? "—" : `${inst.area.toLocaleString()} px${pct}`;
-      if (inst.error) tr.querySelector(".sv-note").textContent = inst.error;
-      else if (!can) tr.querySelector(".sv-note").textContent = "empty mask";
-      box.addEventListener("change", () => this.setOn(inst, box.checked));
-      colour.addEventListener("input", () => this.setColour(inst, colour.value));
-      tr.addEventListener("pointerenter", () => this.setHot(inst, "list"));
-      tr.addEventListener("pointerleave", () => this.hot === inst && this.setHot(null));
-      tr.addEventListener("focusin", () => this.setHot(inst, "list"));
-      tr.addEventListener("focusout", () => this.hot === inst && this.setHot(null));
-      inst.row = tr;
-      body.appendChild(tr);
+      let tr = rows.get(inst.number);
+      if (!tr) {
+        tr = this.plainRow(inst);
+        body.appendChild(tr);
+      }
+      this.takeRow(tr, inst);
+    }
+    this.list.classList.add("is-live");
+    if (!this.list.dataset.bound) {
+      // A list outside the viewer (the run page's) hears the shortcuts too, and its own keys.
+      this.list.dataset.bound = "1";
+      this.list.addEventListener("keydown", (e) => this.onListKey(e));
     }
     this.updateRows();
+  },
+
+  /* A row as _instances.html writes it, for a viewer with a list of its own. */
+  plainRow(inst) {
+    const tr = document.createElement("tr");
+    tr.dataset.number = inst.number;
+    tr.innerHTML =
+      `<th scope="row"><span class="sv-inst"></span></th><td class="sv-score"></td>` +
+      `<td class="sv-area"></td><td class="sv-box"></td><td class="sv-mask"></td>`;
+    tr.querySelector(".sv-score").textContent =
+      inst.score == null ? "—" : inst.score.toFixed(3);
+    const area = tr.querySelector(".sv-area");
+    if (inst.area == null) area.textContent = "—";
+    else {
+      area.textContent = `${inst.area.toLocaleString("en-US")} `;
+      const pct = document.createElement("span");
+      pct.className = "sv-pct";
+      pct.textContent = `(${((100 * inst.area) / (this.W * this.H)).toFixed(1)}%)`;
+      area.appendChild(pct);
+    }
+    tr.querySelector(".sv-box").textContent = inst.box ? `[${inst.box.join(", ")}]` : "—";
+    const mask = tr.querySelector(".sv-mask");
+    if (inst.mask_url) {
+      const a = document.createElement("a");
+      a.href = inst.mask_url;
+      a.innerHTML = `PNG<span class="sv-sr"> of mask ${inst.number}</span>`;
+      mask.appendChild(a);
+    } else {
+      mask.innerHTML = `<span class="bad-text"></span>`;
+      mask.firstChild.textContent = inst.error || "not available";
+    }
+    return tr;
+  },
+
+  /* The row of `inst` becomes the viewer's: show, colour, select; pointing at it lights the
+   * instance up on the image, clicking it selects it. */
+  takeRow(tr, inst) {
+    const can = Boolean(inst.crop_url);
+    const cell = tr.querySelector(".sv-inst") || tr.querySelector("th");
+    cell.innerHTML =
+      `<input type="checkbox" class="sv-on"><input type="color" class="sv-colour">` +
+      `<button type="button" class="sv-pick" aria-pressed="false">` +
+      `<span class="sv-sr">Select instance </span></button>`;
+    const box = cell.querySelector(".sv-on");
+    box.checked = inst.on;
+    box.disabled = !can;
+    box.setAttribute("aria-label", `Show instance ${inst.number}`);
+    const colour = cell.querySelector(".sv-colour");
+    colour.value = inst.colour;
+    colour.disabled = !can;
+    colour.setAttribute("aria-label", `Colour of instance ${inst.number}`);
+    const pick = cell.querySelector(".sv-pick");
+    pick.append(String(inst.number));
+    pick.title = "Select it: outlined on the image";
+    let note = tr.querySelector(".sv-note");
+    if (!note) {
+      note = document.createElement("span");
+      note.className = "sv-note";
+      (tr.querySelector(".sv-mask") || tr.lastElementChild).append(" ", note);
+    }
+    if (inst.failed) note.textContent = "mask did not load";
+    else if (!can && inst.mask_url) note.textContent = "empty mask";
+    box.addEventListener("change", () => this.setOn(inst, box.checked));
+    colour.addEventListener("input", () => this.setColour(inst, colour.value));
+    pick.addEventListener("click", () => this.select(this.selected === inst ? null : inst, "list"));
+    tr.addEventListener("click", (e) => {
+      // The row's own controls do their own thing; anywhere else on it selects it.
+      if (e.target.closest("input, button, a, label")) return;
+      this.select(this.selected === inst ? null : inst, "list");
+    });
+    tr.addEventListener("pointerenter", () => this.setHot(inst, "list"));
+    tr.addEventListener("pointerleave", () => this.hot === inst && this.setHot(null));
+    tr.addEventListener("focusin", () => this.setHot(inst, "list"));
+    tr.addEventListener("focusout", () => this.hot === inst && this.setHot(null));
+    tr.classList.toggle("is-selected", this.selected === inst);
+    pick.setAttribute("aria-pressed", String(this.selected === inst));
+    inst.row = tr;
+  },
+
+  /* In the list: ↑ and ↓ (Home, End) move between the select buttons and select as they go;
+   * other keys are the viewer's shortcuts, as on the image. */
+  onListKey(e) {
+    const pick = e.target.closest && e.target.closest(".sv-pick");
+    const moves = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity };
+    if (pick && e.key in moves && !(e.ctrlKey || e.metaKey || e.altKey || e.shiftKey)) {
+      const picks = [...this.list.querySelectorAll(".sv-pick")];
+      const at = picks.indexOf(pick);
+      const next = picks[Math.max(0, Math.min(picks.length - 1, at + moves[e.key]))];
+      e.preventDefault();
+      if (!next || next === pick) return;
+      next.focus();
+      const inst = this.insts.find((i) => i.row && i.row.contains(next));
+      if (inst) this.select(inst, "list");
+      return;
+    }
+    // (Arrows elsewhere in the list are the page's, not a pan of the image.)
+    if (!this.root.contains(this.list) && !e.key.startsWith("Arrow")) this.onKey(e);
+  },
+
+  /* The selected row in sight in the list's own scrolling box (never the page: on a phone the
+   * list is below the image, which must stay where the person is looking). */
+  revealRow(inst) {
+    const wrap = inst.row.closest(".sv-list-wrap");
+    if (!wrap) return;
+    const head = wrap.querySelector("thead");
+    const top = wrap.getBoundingClientRect().top + (head ? head.offsetHeight : 0);
+    const bottom = wrap.getBoundingClientRect().bottom;
+    const r = inst.row.getBoundingClientRect();
+    if (r.top < top) wrap.scrollTop -= top - r.top + 2;
+    else if (r.bottom > bottom) wrap.scrollTop += r.bottom - bottom + 2;
+  },
+
+  /* "Instance 3, score 0.870, 12,345 px (4.10% of the image)". */
+  describeInstance(inst) {
+    const parts = [`Instance ${inst.number}`];
+    parts.push(inst.score == null ? "no score" : `score ${inst.score.toFixed(3)}`);
+    if (inst.area != null) {
+      const pct = ((100 * inst.area) / (this.W * this.H)).toFixed(2);
+      parts.push(`area ${inst.area.toLocaleString("en-US")} px (${pct}% of the image)`);
+    }
+    if (!this.passes(inst)) parts.push("below the minimum score");
+    else if (!inst.on) parts.push("hidden");
+    return parts.join(" · ");
+  },
+
+  /* The small label beside the pointer over the image: the instance's score and area. Kept
+   * inside the image's box, and inside the window, whichever side of the pointer that needs. */
+  showTip(inst, p) {
+    const tip = this.$(".sv-tip");
+    if (!tip) return;
+    if (!inst || !p) {
+      tip.hidden = true;
+      return;
+    }
+    const pct = inst.area == null ? null : ((100 * inst.area) / (this.W * this.H)).toFixed(2);
+    tip.textContent = "";
+    const head = document.createElement("strong");
+    head.textContent = `#${inst.number}`;
+    head.style.setProperty("--sv-inst", inst.colour);
+    const score = document.createElement("span");
+    score.textContent = inst.score == null ? " no score" : ` score ${inst.score.toFixed(3)}`;
+    const area = document.createElement("span");
+    area.className = "sv-tip-area";
+    area.textContent =
+      inst.area == null
+        ? "area unknown"
+        : `${inst.area.toLocaleString("en-US")} px · ${pct}% of the image`;
+    tip.append(head, score, area);
+    tip.hidden = false;
+    const gap = 4;
+    const w = tip.offsetWidth;
+    const h = tip.offsetHeight;
+    // The part of the canvas on screen, in canvas pixels.
+    const r = this.canvas.getBoundingClientRect();
+    const minX = Math.max(0, -r.left) + gap;
+    const minY = Math.max(0, -r.top) + gap;
+    const maxX = Math.min(this.cssW, window.innerWidth - r.left) - w - gap;
+    const maxY = Math.min(this.cssH, window.innerHeight - r.top) - h - gap;
+    let x = p.x + 14;
+    let y = p.y + 18;
+    if (x > maxX) x = p.x - 14 - w; // no room to the right: to the left of the pointer
+    if (y > maxY) y = p.y - 12 - h; // no room below: above it
+    x = Math.max(minX, Math.min(x, maxX));
+    y = Math.max(minY, Math.min(y, maxY));
+    tip.style.transform = `translate(${Math.round(x)}px, ${Math.round(y)}px)`;
   },
 
   bindControls() {
@@ -89,7 +246,10 @@ export const controls = {
     c.addEventListener("pointerup", (e) => this.onPointerUp(e));
     c.addEventListener("pointercancel", (e) => this.onPointerUp(e));
     c.addEventListener("pointerleave", (e) => {
-      if (e.pointerType === "mouse" && !this.drag && this.hotFrom === "canvas") this.setHot(null);
+      // (A finger's pointer leaves as it lifts: the label of a tap stays until the next.)
+      if (e.pointerType !== "mouse" || this.drag) return;
+      if (this.hotFrom === "canvas") this.setHot(null);
+      this.showTip(null);
     });
     c.addEventListener("wheel", (e) => this.onWheel(e), { passive: false });
     c.addEventListener("dblclick", (e) => {
@@ -134,20 +294,16 @@ export const controls = {
 
   readout() {
     const out = this.$(".sv-readout");
-    const inst = this.hot;
+    const inst = this.hot || this.selected;
     if (!inst) {
-      out.textContent = "Point at an instance to read its score and area.";
+      out.textContent = "Point at an instance to read its score and area; click it to select it.";
       return;
     }
-    const parts = [`Instance ${inst.number}`];
-    parts.push(inst.score == null ? "no score" : `score ${inst.score.toFixed(3)}`);
-    if (inst.area != null) {
-      const pct = ((100 * inst.area) / (this.W * this.H)).toFixed(2);
-      parts.push(`area ${inst.area.toLocaleString()} px (${pct}% of the image)`);
-    }
-    if (!this.passes(inst)) parts.push("below the minimum score");
-    else if (!inst.on) parts.push("hidden");
-    out.textContent = parts.join(" · ");
+    const selected = inst === this.selected ? " (selected)" : "";
+    out.textContent = this.describeInstance(inst).replace(
+      `Instance ${inst.number}`,
+      (m) => m + selected
+    );
   },
 
   announce(text) {
@@ -190,6 +346,7 @@ export const controls = {
       }
       this.drag.moved = true;
       this.canvas.classList.add("is-dragging");
+      this.showTip(null);
       this.drag.x = p.x;
       this.drag.y = p.y;
       this.panBy(dx, dy);
@@ -207,12 +364,22 @@ export const controls = {
       this.drag = null;
       this.canvas.classList.remove("is-dragging");
     }
-    if (tap && e.type === "pointerup") this.hover(p); // a tap reads the instance out
+    if (tap && e.type === "pointerup") {
+      // A click or a tap selects what is under it (nothing: the selection is cleared), and
+      // reads it out beside the finger as the mouse's hover does.
+      const q = this.toImage(p);
+      const inst = this.hitTest(q.x, q.y);
+      this.select(inst, "canvas");
+      this.setHot(inst, "canvas");
+      this.showTip(inst, p);
+    }
   },
 
   hover(p) {
     const q = this.toImage(p);
-    this.setHot(this.hitTest(q.x, q.y), "canvas");
+    const inst = this.hitTest(q.x, q.y);
+    this.setHot(inst, "canvas");
+    this.showTip(inst, p);
   },
 
   /* The wheel zooms about the pointer; at "fit", turning it further out scrolls the page. */
@@ -221,11 +388,12 @@ export const controls = {
     const p = this.local(e);
     if (this.zoomBy(Math.exp((-e.deltaY * unit) / 300), p.x, p.y) || e.ctrlKey) {
       e.preventDefault();
+      this.hover(p); // the image moved under the pointer
     }
   },
 
   onKey(e) {
-    if (e.ctrlKey || e.metaKey || e.altKey || isTyping(e.target)) return;
+    if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey || isTyping(e.target)) return;
     const help = this.$(".sv-help");
     if (help.open) {
       if (e.key === "?") {
@@ -271,6 +439,7 @@ export const controls = {
     } else if (k === "+" || k === "=") this.zoomBy(ZOOM_STEP);
     else if (k === "-" || k === "_") this.zoomBy(1 / ZOOM_STEP);
     else if (k === "0") this.fit();
+    else if (k === "Escape" && this.selected) this.select(null, "key");
     else if (k.startsWith("Arrow") && !nativeArrows) {
       const step = e.shiftKey ? PAN_STEP * 4 : PAN_STEP;
       const d = { ArrowLeft: [step, 0], ArrowRight: [-step, 0], ArrowUp: [0, step], ArrowDown: [0, -step] }[k];

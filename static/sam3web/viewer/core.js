@@ -53,7 +53,10 @@ export class Viewer {
     this.cssW = 0;
     this.cssH = 0;
     this.dpr = 1;
-    this.hot = null;
+    this.hot = null; // the instance pointed at (or focused in the list), for a moment
+    this.selected = null; // the instance clicked on the image or chosen in the list
+    this.detail = 1; // pixels of the image drawn per original pixel: < 1 for a display copy
+    this.fullState = ""; // the original, when zoomed in past the copy: "loading", "done", "failed"
     this.pending = false;
     this.ready = false;
     this.disposed = false;
@@ -83,15 +86,20 @@ export class Viewer {
       if (name in keep) this[name] = keep[name];
     }
     this.maxLevel = Math.max(0, Math.floor(Math.log2(Math.max(this.W, this.H) / 256)));
-    this.buildList();
     this.bindControls();
     this.syncControls();
     // The crops load while the photo decodes; each is drawn as it arrives.
     const crops = Promise.all(this.insts.filter((i) => i.crop_url).map((i) => this.loadCrop(i)));
+    // The display copy (the original when it is small): masks and coordinates stay in the
+    // original's pixels, W × H, and the copy is drawn stretched over them.
     const image = await loadImage(data.image.url);
     if (this.gone()) return;
     performance.mark("sam3-viewer:image");
     this.levels = [image];
+    this.detail = Math.min(1, image.width / this.W);
+    // The page's list becomes the viewer's only now: should the image fail, it stays plain.
+    this.buildList();
+    if ("selected" in keep) this.select(this.insts.find((i) => i.number === keep.selected) || null);
     this.start();
     this.changed(); // the view is known now: exports can follow it
     await crops;
@@ -109,18 +117,51 @@ export class Viewer {
       inst.bitmap = await loadCrop(inst.crop_url);
     } catch (err) {
       inst.failed = true;
-      if (inst.row) inst.row.querySelector(".sv-note").textContent = "mask did not load";
+      const note = inst.row && inst.row.querySelector(".sv-note");
+      if (note) note.textContent = "mask did not load";
     }
     this.updateRows();
     this.dirtyInst(inst);
   }
 
   fail(err) {
-    // The server's composite stays on the page: the viewer never replaces it.
+    // The server's composite stays on the page: the viewer never replaces it. The composite's
+    // mask layer is left out of the page where scripts run (<noscript>): put it back.
     if (window.console) console.warn("sam3web viewer:", err);
     this.broken = true;
     this.root.hidden = true;
-    if (this.figure) this.figure.classList.remove("sv-on");
+    if (!this.figure) return;
+    this.figure.classList.remove("sv-on");
+    const wrap = this.figure.querySelector(".overlay-wrap[data-overlay]");
+    if (wrap && !wrap.querySelector("img.masks")) {
+      const img = document.createElement("img");
+      img.className = "masks";
+      img.src = wrap.dataset.overlay;
+      img.alt = wrap.dataset.overlayAlt || "";
+      wrap.insertBefore(img, wrap.querySelector("svg"));
+    }
+  }
+
+  /* Zoomed in past what the display copy holds: the original, once, in its place. */
+  wantFull() {
+    const url = this.data && this.data.image.full_url;
+    if (this.fullState || !url || this.detail >= 1) return;
+    if (this.scale * this.dpr <= this.detail * 1.05) return;
+    this.fullState = "loading";
+    this.root.dataset.full = "loading";
+    loadImage(url).then(
+      (image) => {
+        if (this.gone()) return;
+        this.levels = [image]; // the reduced copies are made again from it, as needed
+        this.detail = 1;
+        this.fullState = this.root.dataset.full = "done";
+        this.baseDirty = true;
+        this.requestDraw();
+      },
+      () => {
+        this.fullState = this.root.dataset.full = "failed"; // the display copy stays
+      }
+    );
   }
 
   gone() {
@@ -260,6 +301,7 @@ export class Viewer {
       boxes: this.boxes,
       labels: this.labels,
       prompts: this.prompts,
+      selected: this.selected ? this.selected.number : null,
     });
     if (this.changeQueued) return;
     this.changeQueued = true;
@@ -279,6 +321,33 @@ export class Viewer {
     if (inst && inst.row) inst.row.classList.add("is-hot");
     this.readout();
     this.requestDraw();
+  }
+
+  /* Select an instance (null: none): its row is marked and, when the click was on the image,
+   * scrolled into view in the list; chosen in the list, it is outlined on the image and brought
+   * into view there. Kept across htmx swaps like the other settings. */
+  select(inst, from = "") {
+    const before = this.selected;
+    if (before && before.row) {
+      before.row.classList.remove("is-selected");
+      const pick = before.row.querySelector(".sv-pick");
+      if (pick) pick.setAttribute("aria-pressed", "false");
+    }
+    this.selected = inst;
+    if (inst && inst.row) {
+      inst.row.classList.add("is-selected");
+      const pick = inst.row.querySelector(".sv-pick");
+      if (pick) pick.setAttribute("aria-pressed", "true");
+      if (from === "canvas") this.revealRow(inst);
+    }
+    if (inst && from === "list") this.revealInstance(inst);
+    const keep = saved.get(this.url);
+    if (keep) keep.selected = inst ? inst.number : null;
+    this.readout();
+    this.requestDraw();
+    if (from && inst !== before) {
+      this.announce(inst ? `Selected: ${this.describeInstance(inst)}` : "No instance selected");
+    }
   }
 
   /* For window.sam3Viewer.all(): what this viewer shows now. */

@@ -66,7 +66,14 @@ export const drawing = {
   baseLevel(k) {
     if (this.levels[k]) return this.levels[k];
     const prev = this.baseLevel(k - 1);
-    const c = makeCanvas(Math.ceil(this.W / 2 ** k), Math.ceil(this.H / 2 ** k));
+    const w = Math.ceil(this.W / 2 ** k);
+    if (prev.width <= w + 1) {
+      // A display copy already this small (a 4032 px photo's copy is 2016 px: level 1 as it
+      // is): no copy of it at the same size.
+      this.levels[k] = prev;
+      return prev;
+    }
+    const c = makeCanvas(w, Math.ceil(this.H / 2 ** k));
     const g = c.getContext("2d");
     g.imageSmoothingQuality = "high";
     g.drawImage(prev, 0, 0, c.width, c.height);
@@ -127,6 +134,7 @@ export const drawing = {
     const ox = this.tx * dpr;
     const oy = this.ty * dpr;
     const k = this.levelIndex();
+    this.wantFull();
     const smooth = s < 3;
     const paintBase = (clip) => {
       const b = this.bctx;
@@ -241,13 +249,15 @@ export const drawing = {
     ctx.drawImage(this.layer, 0, 0);
     ctx.globalAlpha = 1;
 
-    const hot = this.hot && this.hot.bitmap ? this.hot : null;
-    if (hot) {
-      // The instance pointed at: its edge at full strength, over everything.
-      const [x, y, w, h] = hot.crop;
+    // The instances lit up: the one selected and the one pointed at (or focused in the list).
+    const lit = [...new Set([this.selected, this.hot])].filter(Boolean);
+    for (const inst of lit) {
+      if (!inst.bitmap) continue;
+      // Its edge at full strength, over everything.
+      const [x, y, w, h] = inst.crop;
       ctx.setTransform(s, 0, 0, s, ox, oy);
       ctx.imageSmoothingEnabled = smooth;
-      ctx.drawImage(this.sprite(hot, k, "outline"), x, y, w, h);
+      ctx.drawImage(this.sprite(inst, k, "outline"), x, y, w, h);
       ctx.setTransform(1, 0, 0, 1, 0, 0);
     }
     const toX = (x) => x * s + ox;
@@ -255,18 +265,20 @@ export const drawing = {
     if (this.prompts && this.data.prompts) this.drawPrompts(toX, toY);
     for (const inst of shown) {
       if (!inst.box || !inView(inst)) continue;
-      const isHot = inst === hot;
-      if (this.boxes || isHot) this.drawBox(inst, toX, toY, isHot);
+      const isLit = lit.includes(inst);
+      if (this.boxes || isLit) this.drawBox(inst, toX, toY, isLit);
     }
-    if (hot && !shown.includes(hot) && hot.box) this.drawBox(hot, toX, toY, true);
-    // Tags: the best scores on top (they come first), the one pointed at above all.
+    for (const inst of lit) {
+      if (!shown.includes(inst) && inst.box) this.drawBox(inst, toX, toY, true);
+    }
+    // Tags: the best scores on top (they come first), the lit ones above all.
     if (this.labels) {
       for (let n = shown.length - 1; n >= 0; n--) {
         const inst = shown[n];
-        if (inst.box && inst !== hot && inView(inst)) this.drawTag(inst, toX, toY);
+        if (inst.box && !lit.includes(inst) && inView(inst)) this.drawTag(inst, toX, toY);
       }
     }
-    if (hot && hot.box) this.drawTag(hot, toX, toY);
+    for (const inst of lit) if (inst.box) this.drawTag(inst, toX, toY);
 
     const ms = performance.now() - t0;
     this.frames.push(ms);

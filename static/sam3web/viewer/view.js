@@ -16,7 +16,9 @@ export const viewing = {
     const stage = this.$(".sv-stage");
     const w = Math.floor(stage.clientWidth);
     if (!w) return;
-    const maxH = Math.max(220, Math.round(window.innerHeight * 0.78));
+    // At most two thirds of the window's height: the whole image on the first screen, under
+    // the page's bar, title and status (a portrait photo too), on a phone as on a desktop.
+    const maxH = Math.max(220, Math.round(window.innerHeight * 0.66));
     const h = Math.max(120, Math.min(Math.round((w * this.H) / this.W), maxH));
     const dpr = window.devicePixelRatio || 1;
     if (w === this.cssW && h === this.cssH && dpr === this.dpr) return;
@@ -72,6 +74,7 @@ export const viewing = {
     this.fitted = false;
     this.clampPan();
     if (this.tx === tx && this.ty === ty) return; // at the edge already
+    this.showTip(null);
     if (this.baseDirty || this.layerDirty) {
       this.viewChanged();
     } else {
@@ -116,11 +119,33 @@ export const viewing = {
   },
 
   viewChanged() {
+    this.showTip(null); // the image moved under it
     const zoomed = this.scale > this.fitScale() * 1.001;
     this.canvas.classList.toggle("is-zoomed", zoomed);
     this.$(".sv-zoom-val").textContent = `${Math.round(this.scale * 100)}%`;
     this.baseDirty = this.layerDirty = true;
     this.requestDraw();
+  },
+
+  /* Bring an instance chosen in the list into view when it is outside the view (zoomed in):
+   * centred, at the same zoom. */
+  revealInstance(inst) {
+    const b = inst.box;
+    const box = b && [b[0], b[1], b[2] - b[0], b[3] - b[1]];
+    const rect = inst.crop || box;
+    if (!rect || !this.cssW) return;
+    const [x, y, w, h] = rect;
+    const x0 = x * this.scale + this.tx;
+    const y0 = y * this.scale + this.ty;
+    const x1 = (x + w) * this.scale + this.tx;
+    const y1 = (y + h) * this.scale + this.ty;
+    if (x0 >= 0 && y0 >= 0 && x1 <= this.cssW && y1 <= this.cssH) return;
+    this.tx = this.cssW / 2 - (x + w / 2) * this.scale;
+    this.ty = this.cssH / 2 - (y + h / 2) * this.scale;
+    this.fitted = false;
+    this.clampPan();
+    this.viewChanged();
+    this.share(["view"]);
   },
 
   /* CSS pixels in the canvas ↔ image pixels. */

@@ -107,7 +107,7 @@ def every_url_of(anonymous: Client, token: str) -> list[str]:
     viewer = [u for u in named if u.endswith("viewer.json")]
     assert viewer == [prefix + "viewer.json"]
     data = anonymous.get(viewer[0]).json()
-    from_json = [data["image"]["url"]]
+    from_json = [data["image"]["url"], data["image"]["full_url"]]
     for inst in data["instances"]:
         from_json += [inst["crop_url"], inst["mask_url"]]
     assert all(u.startswith(prefix) for u in from_json), from_json
@@ -443,7 +443,11 @@ def test_the_viewer_data_under_the_link_matches_the_teams(signed_in: Client, coi
     team = signed_in.get(f"/runs/{coins.id}/viewer.json").json()
     public = Client().get(f"/s/{token}/viewer.json").json()
     assert public["run"] is None
-    assert public["image"] == {**team["image"], "url": f"/s/{token}/image"}
+    assert public["image"] == {
+        **team["image"],
+        "url": f"/s/{token}/image/display",
+        "full_url": f"/s/{token}/image",
+    }
     for mine, theirs in zip(public["instances"], team["instances"], strict=True):
         n = theirs["number"]
         version = theirs["crop_url"].split("?v=")[1]

@@ -53,8 +53,11 @@ def test_viewer_json_describes_every_instance(signed_in: Client, finished_run: R
     image = finished_run.image
     assert data["run"] == str(finished_run.id)
     assert data["settled"] is True
+    # The viewer draws the display copy (here the original itself: coins.png is small) over
+    # the original's pixels, and loads the original when zoomed in past the copy.
     assert data["image"] == {
-        "url": f"/images/{image.pk}/",
+        "url": f"/images/{image.pk}/display/",
+        "full_url": f"/images/{image.pk}/",
         "width": image.width,
         "height": image.height,
     }
@@ -192,7 +195,10 @@ def test_the_run_page_includes_the_viewer(signed_in: Client, owner) -> None:
     html = signed_in.get(f"/runs/{run.id}/").content.decode()
     assert f'data-viewer="/runs/{run.id}/viewer.json"' in html
     assert "sam3web/viewer.js" in html and "sam3web/viewer.css" in html
-    # Without JavaScript, the server's composite and the table are what people see.
-    assert 'class="overlay-wrap"' in html and 'class="instances"' in html
+    # Without JavaScript, the server's composite and the table are what people see; the
+    # viewer takes over that table (data-list) rather than listing the instances again.
+    assert 'class="overlay-wrap"' in html and 'class="instances sv-list" id="instances"' in html
+    assert html.count("<table") == 1
+    assert f'data-viewer="/runs/{run.id}/viewer.json" data-list="instances"' in html
     assert 'class="sam3-viewer" data-viewer' in html and " hidden>" in html
     assert "<script>" not in html  # no inline scripts

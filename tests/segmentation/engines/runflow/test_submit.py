@@ -225,7 +225,7 @@ def test_the_run_page_shows_the_image_prompts_and_options(signed_in, standin) ->
         box_prompts='[{"x_min": 5, "y_min": 6, "x_max": 70, "y_max": 80, "object_id": 1}]',
     )
     html = signed_in.get(f"/runs/{run.id}/").content.decode()
-    assert f'src="/images/{run.image_id}/"' in html
+    assert f'src="/images/{run.image_id}/display/"' in html  # the display copy (or original)
     assert 'viewBox="0 0 451 300"' in html
     assert '<circle class="pt pos" cx="10" cy="20"' in html
     assert '<circle class="pt neg" cx="30" cy="40"' in html
