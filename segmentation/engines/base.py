@@ -299,7 +299,24 @@ def submitted(
     )
     if saved:
         tasks.schedule_poll(str(run.pk), delay=engine.first_poll_delay(run))
-    return bool(saved)
+        return True
+    # The result may have come first: a fast engine's callback can beat the answer to our own
+    # create. Keep what only the submit knows (what was sent, the engine's answer, when); the
+    # status stays the result's.
+    Run.objects.filter(
+        pk=run.pk,
+        provider_run_id__in=("", provider_run_id[:100]),
+        submitted_at__isnull=True,
+        status__in=(*Run.TERMINAL_STATUSES, *Run.AT_ENGINE),
+    ).update(
+        provider_run_id=provider_run_id[:100],
+        provider_response=response,
+        request_body=run.request_body,
+        image_delivery=run.image_delivery,
+        submitted_at=now,
+        lease_until=None,
+    )
+    return False
 
 
 def not_submitted(

@@ -16,7 +16,7 @@ from segmentation.engines.base import apply_result
 from segmentation.engines.runflow.callbacks import callback_token
 from segmentation.engines.runflow.parse import parse_run_object
 from segmentation.models import CallbackDelivery, Run
-from tests.factories import callback_payload, stored_image
+from tests.factories import callback_payload, run_worker, stored_image, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,3 +103,25 @@ def test_a_callback_and_a_poll_racing_apply_once(live_server, owner, attempt: in
     run.refresh_from_db()
     assert run.status == Run.Status.SUCCEEDED
     assert run.result_source == ("callback" if outcomes["callback"] == "applied" else "poll")
+
+
+def test_a_callback_that_beats_the_answer_to_the_create_loses_nothing(
+    signed_in, standin, live_server, settings
+) -> None:
+    """A fast engine: the run ends, and its callback arrives, before Runflow's answer to our
+    create. The result stands, and what only the submit knows is still recorded."""
+    settings.SAM3WEB_PUBLIC_URL = live_server.url
+    standin.complete_after = 0
+    standin.create_delay = 1.0  # the run exists and finishes at once; the 201 comes late
+    standin.callback_backoff = (0.05, 0.05)
+    run = submit(signed_in)
+    run_worker()
+    run.refresh_from_db()
+    [provider_run] = standin.runs_for_client_ref(str(run.id))
+    assert run.result_source == "callback" and run.status == Run.Status.SUCCEEDED
+    assert run.provider_run_id == provider_run["id"]
+    assert run.submitted_at is not None and run.completed_at is not None
+    assert run.submitted_at >= run.completed_at
+    assert run.request_body["input"]["prompt"] == "cat"
+    assert run.provider_response["id"] == provider_run["id"]
+    assert run.lease_until is None
