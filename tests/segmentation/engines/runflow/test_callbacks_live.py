@@ -122,6 +122,7 @@ def test_a_callback_that_beats_the_answer_to_the_create_loses_nothing(
     assert run.provider_run_id == provider_run["id"]
     assert run.submitted_at is not None and run.completed_at is not None
     assert run.submitted_at >= run.completed_at
-    assert run.request_body["input"]["prompt"] == "cat"
+    assert run.request_body is not None and run.request_body["input"]["prompt"] == "cat"
+    assert run.provider_response is not None
     assert run.provider_response["id"] == provider_run["id"]
     assert run.lease_until is None
