@@ -66,7 +66,7 @@ def run_mode(browser, mode: str, repeats: int, as_before: bool) -> list[dict[str
     }
     if mode == "callbacks":
         env["SAM3WEB_PUBLIC_URL"] = url
-    worker_args = ["--no-startup-delay"]
+    worker_args = ["--no-startup-delay", "--interval", os.environ.get("BENCH_INTERVAL", "0.05")]
     if as_before:
         env["SAM3WEB_POLL_FIRST"] = "2"
         worker_args += ["--interval", "1"]

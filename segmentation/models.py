@@ -289,12 +289,13 @@ class Run(models.Model):
     def status_version(self) -> str:
         """Changes whenever the status fragment would show something different."""
         parts = (
-            self.status,
+            # str(): a choice's member (a run just made) and its stored string are one version.
+            str(self.status),
             self.submit_attempts,
             self.provider_status,
             self.error_message,
             self.waiting_too_long,
-            self.artifacts,
+            str(self.artifacts),
             self.artifact_notes,
         )
         return hashlib.blake2s(repr(parts).encode(), digest_size=6).hexdigest()

@@ -205,4 +205,16 @@ def recover_runs() -> int:
         if task_id not in ready:
             _enqueue_copy_now(str(run_id))
             count += 1
+    # Masks copied, but the worker stopped before drawing the overlay and thumbnail (drawn
+    # after the masks show): copy again, which keeps the masks and draws those two.
+    for run_id in (
+        Run.objects.filter(
+            artifacts__in=[Run.Artifacts.DONE, Run.Artifacts.PARTIAL], mask_count__gt=0, overlay=""
+        )
+        .exclude(artifacts_task_id="")  # copied by the task, not made some other way
+        .values_list("pk", flat=True)
+    ):
+        Run.objects.filter(pk=run_id).update(artifacts=Run.Artifacts.PENDING)
+        _enqueue_copy_now(str(run_id))
+        count += 1
     return count

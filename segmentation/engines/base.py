@@ -152,27 +152,19 @@ class Engine(ABC):
         preview_url = parsed.preview_url if parsed.preview_url and not run.preview else ""
         # The downloads go at once (each mostly waits on the network); decoding and storing
         # stay in this thread, one mask at a time, so memory stays that of one mask.
-        with ThreadPoolExecutor(max_workers=DOWNLOADS_AT_ONCE) as pool:
+        pool = ThreadPoolExecutor(max_workers=DOWNLOADS_AT_ONCE)
+        try:
             downloads = [pool.submit(self._download_mask, ref) for ref in todo]
             preview_download = (
                 pool.submit(self.download, preview_url, what="the preview") if preview_url else None
             )
             for ref, download in zip(todo, downloads, strict=True):
                 self._store_mask(run, ref, copied.get(ref.index), download)
-
-        if preview_download is not None:
-            try:
-                data = preview_download.result()
-                preview = intake_bytes(data)
-                run.preview.save(
-                    f"{run.pk}.{preview.extension}", ContentFile(preview.data), save=False
-                )
-                Run.objects.filter(pk=run.pk).update(preview=run.preview.name)
-            except (mask_files.ArtifactError, ImageRejected) as exc:
-                notes.append(f"The preview could not be copied: {exc}")
+        finally:
+            # The preview may still be on its way: it is stored last, after the masks show.
+            pool.shutdown(wait=False)
 
         stored = list(run.masks.order_by("index"))
-        _render_overlay(run, stored)
         missing = [m for m in stored if not m.file]
         if missing:
             notes.insert(
@@ -184,7 +176,21 @@ class Engine(ABC):
         Run.objects.filter(pk=run.pk).update(
             artifacts=state, artifact_notes=notes, mask_count=len(stored)
         )
-        # After the masks are on the page, not before: nothing a person waits for.
+        # The page shows the masks now (its viewer draws them from the masks themselves); what
+        # nobody is waiting for comes after: the overlay for pages without JavaScript and the
+        # history's thumbnail (tasks.recover_runs draws them again if a worker stops first),
+        # the preview, the cost.
+        _render_overlay(run, stored)
+        if preview_download is not None:
+            try:
+                preview = intake_bytes(preview_download.result())
+                run.preview.save(
+                    f"{run.pk}.{preview.extension}", ContentFile(preview.data), save=False
+                )
+                Run.objects.filter(pk=run.pk).update(preview=run.preview.name)
+            except (mask_files.ArtifactError, ImageRejected) as exc:
+                notes.append(f"The preview could not be copied: {exc}")
+                Run.objects.filter(pk=run.pk).update(artifact_notes=notes)
         self.after_store(run)
         return str(state)
 

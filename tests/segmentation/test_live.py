@@ -13,8 +13,9 @@ from django.db import connection
 from django.test import Client
 
 from segmentation import live
-from segmentation.models import Run
-from tests.factories import make_run
+from segmentation.models import CallbackDelivery, Run
+from segmentation.views._common import run_context
+from tests.factories import add_masks, ellipse, make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -102,3 +103,24 @@ def test_a_deleted_run_ends_the_wait(owner, settings) -> None:
     assert seen is not None
     Run.objects.filter(pk=run.pk).delete()
     assert live.wait_for_change(run.pk, seen, timeout=20) is True
+
+
+def test_the_waits_version_is_the_pages_whatever_the_run_holds(owner) -> None:
+    """The long poll's one-query version and the page's must agree, or a wait would end at
+    once (a page asking without pause) or never."""
+    run = make_run(owner, status=Run.Status.QUEUED)
+    assert live.current_version(run.pk) == run_context(run)["version"]  # nothing yet
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.SUCCEEDED, artifacts=Run.Artifacts.COPYING
+    )
+    add_masks(Run.objects.get(pk=run.pk), [(ellipse((10, 10, 90, 90)), None)])
+    run = Run.objects.get(pk=run.pk)
+    assert live.current_version(run.pk) == run_context(run)["version"]  # copying: none shown
+    Run.objects.filter(pk=run.pk).update(artifacts=Run.Artifacts.DONE)
+    for _ in range(2):
+        CallbackDelivery.objects.create(
+            run=run, signature="valid", outcome="applied", http_status=200, body_bytes=2
+        )
+    run = Run.objects.get(pk=run.pk)
+    assert live.current_version(run.pk) == run_context(run)["version"]
+    assert run_context(run)["masks"]

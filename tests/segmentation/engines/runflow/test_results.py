@@ -215,6 +215,30 @@ def test_failed_and_canceled_runs_say_why(signed_in: Client, standin, outcome: s
     assert {"failed": "could not complete", "canceled": "canceled at Runflow"}[outcome] in page
 
 
+def test_a_worker_stopped_after_the_masks_but_before_the_overlay_draws_it_at_restart(
+    signed_in: Client, standin
+) -> None:
+    from django.core.management import call_command
+
+    standin.complete_after = 0.1
+    run = submit(signed_in)
+    drain(settled(run))
+    run.refresh_from_db()
+    masks = {m.index: m.file.name for m in run.masks.all()}
+    assert run.overlay and run.thumbnail and masks
+    # As a worker stopped between showing the masks and drawing the overlay leaves it.
+    run.overlay.delete(save=False)
+    run.thumbnail.delete(save=False)
+    Run.objects.filter(pk=run.pk).update(overlay="", thumbnail="")
+    call_command("worker", "--", "--batch", "--no-startup-delay")
+    run.refresh_from_db()
+    assert run.artifacts == Run.Artifacts.DONE
+    assert run.overlay and run.thumbnail
+    assert {m.index: m.file.name for m in run.masks.all()} == masks  # kept, not copied again
+    overlay = png(signed_in.get(f"/runs/{run.id}/overlay.png"))
+    assert overlay.size == (run.image.width, run.image.height)
+
+
 def test_a_lost_poll_chain_is_picked_up_again(signed_in: Client, standin) -> None:
     from django.core.management import call_command
     from django_tasks_db.models import DBTaskResult
