@@ -139,8 +139,10 @@ def posts_to_the_form(pg) -> list[str]:
 
 
 def settle(pg) -> None:
-    pg.wait_for_load_state("networkidle")
-    pg.wait_for_timeout(300)
+    # Not "networkidle": a run page under way keeps a long poll open, so the network is never
+    # idle there. A POST the page would still send leaves well within half a second.
+    pg.wait_for_load_state("load")
+    pg.wait_for_timeout(500)
 
 
 @pytest.fixture

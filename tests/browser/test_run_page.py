@@ -12,7 +12,7 @@ from django.core.files.base import ContentFile
 from segmentation.imaging.render import colour_for, render_overlay
 from segmentation.models import Run
 from tests.browser.helpers import SHOTS, TAB10, centre, close, pixel, shot, viewer_ready
-from tests.factories import OPTIONS, add_masks, ellipse, make_run, worker_env
+from tests.factories import OPTIONS, add_masks, ellipse, make_run, wait_for, worker_env
 from tests.sample_images import IMAGES, ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -105,10 +105,14 @@ def test_a_finished_run_shows_its_masks(page, standin, live_server, settings) ->
         page.get_by_label("Return multiple masks").check()
         page.get_by_role("button", name="Submit run").click()
         page.get_by_text("2 instances found").wait_for(timeout=30_000)
-        # The server-made overlay is there for the no-JavaScript view, at the image's size
-        # (fetched here: the page names it in <noscript>, so a browser that runs the viewer
-        # never loads it).
+        # The server-made overlay, for the no-JavaScript view, is drawn once the masks show:
+        # a page loaded after that names it, at the image's size (fetched here: the page names
+        # it in <noscript>, so a browser that runs the viewer never loads it).
+        wait_for(lambda: Run.objects.get().overlay, timeout=30)
+        page.reload()
+        page.get_by_text("2 instances found").wait_for()
         src = page.locator(".overlay-wrap").get_attribute("data-overlay")
+        assert src, "the page does not name the overlay"
         overlay = page.request.get(f"{live_server.url}{src}")
         assert overlay.ok and overlay.headers["content-type"] == "image/png"
         assert int.from_bytes(overlay.body()[16:20], "big") == 384  # PNG IHDR width
