@@ -29,10 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
-    ROOT,
-    finished_run,
+    copied_run,
     free_port,
     pct,
+    served_env,
     start_gunicorn,
     throwaway_django,
 )
@@ -53,38 +53,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SOURCE_IMAGE = re.compile(r"/images/\d+/(display/)?$")
 
 
-def make_run(user, masks: int) -> Run:
-    """A succeeded run whose masks the real artifact task copied from the stand-in."""
-    with finished_run(PHOTO.read_bytes(), PHOTO.name, masks=masks, owner=user) as run:
-        start = time.perf_counter()
-        call_command("db_worker", "--batch", "--no-startup-delay", "--interval", "0", verbosity=0)
-        copied = time.perf_counter() - start
-    run.refresh_from_db()
-    assert run.artifacts == Run.Artifacts.DONE, run.artifact_notes
-    assert run.masks.exclude(file="").count() == masks
-    print(f"  {masks} masks copied by the real worker in {copied:.1f} s")
-    return run
-
-
 def start_app(port: int, env: dict[str, str]) -> subprocess.Popen:
     return start_gunicorn(port, env, workers=1)
-
-
-def app_env() -> dict[str, str]:
-    """As bin/serve: collected static files (hashed, compressed by WhiteNoise) when that works,
-    else served from the source folders."""
-    env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1", "SAM3WEB_STATIC_MANIFEST": "1"}
-    done = subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        print("  (collectstatic failed; static files served uncompressed from the source)")
-        env["SAM3WEB_STATIC_MANIFEST"] = "0"
-    return env
 
 
 def server_timings(user, run: Run) -> list[dict]:
@@ -270,7 +240,7 @@ def main() -> None:
     print(f"sam3web viewer benchmark · data in {DATA}")
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench", password="bench-password-123")
-    run = make_run(user, args.masks)
+    run = copied_run(PHOTO, user, args.masks)
     mask_bytes = sum(m.file.size for m in run.masks.all())
     browser_client = Client()
     browser_client.force_login(user)
@@ -278,7 +248,7 @@ def main() -> None:
     instances = server_timings(user, run)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    app = start_app(port, app_env())
+    app = start_app(port, served_env())
     try:
         crop_px = sum(i["crop"][2] * i["crop"][3] for i in instances)
         full_px = len(instances) * run.image.width * run.image.height

@@ -116,3 +116,38 @@ def finished_run(data: bytes, name: str, *, masks: int, owner=None) -> Iterator:
             )
             enqueue_copy(run.pk)
         yield run
+
+
+def copied_run(photo: Path, user, masks: int):
+    """A succeeded run on `photo` whose masks the real artifact task copied from the stand-in,
+    in the real database worker."""
+    from django.core.management import call_command
+
+    from segmentation.models import Run
+
+    with finished_run(photo.read_bytes(), photo.name, masks=masks, owner=user) as run:
+        start = time.perf_counter()
+        call_command("db_worker", "--batch", "--no-startup-delay", "--interval", "0", verbosity=0)
+        copied = time.perf_counter() - start
+    run.refresh_from_db()
+    assert run.artifacts == Run.Artifacts.DONE, run.artifact_notes
+    assert run.masks.exclude(file="").count() == masks
+    print(f"  {masks} masks copied by the real worker in {copied:.1f} s")
+    return run
+
+
+def served_env() -> dict[str, str]:
+    """As bin/serve: collected static files (hashed, compressed by WhiteNoise) when that works,
+    else served from the source folders."""
+    env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1", "SAM3WEB_STATIC_MANIFEST": "1"}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        print("  (collectstatic failed; static files served uncompressed from the source)")
+        env["SAM3WEB_STATIC_MANIFEST"] = "0"
+    return env

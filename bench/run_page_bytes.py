@@ -23,7 +23,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -31,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
-    ROOT,
-    finished_run,
+    copied_run,
     free_port,
+    served_env,
     start_gunicorn,
     throwaway_django,
 )
@@ -68,36 +67,6 @@ ORDER = [
     "viewer data (viewer.json, mask crops)",
     "other",
 ]
-
-
-def app_env() -> dict[str, str]:
-    """As bin/serve: collected static files (hashed, compressed by WhiteNoise) when that works,
-    else served from the source folders (as bench_viewer.py does)."""
-    env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1", "SAM3WEB_STATIC_MANIFEST": "1"}
-    done = subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        print("  (collectstatic failed; static files served uncompressed from the source)")
-        env["SAM3WEB_STATIC_MANIFEST"] = "0"
-    return env
-
-
-def make_run(user, masks: int) -> Run:
-    """A succeeded run whose masks the real artifact task copied from the stand-in."""
-    with finished_run(PHOTO.read_bytes(), PHOTO.name, masks=masks, owner=user) as run:
-        start = time.perf_counter()
-        call_command("db_worker", "--batch", "--no-startup-delay", "--interval", "0", verbosity=0)
-        copied = time.perf_counter() - start
-    run.refresh_from_db()
-    assert run.artifacts == Run.Artifacts.DONE, run.artifact_notes
-    assert run.masks.exclude(file="").count() == masks
-    print(f"  {masks} masks copied by the real worker in {copied:.1f} s")
-    return run
 
 
 def page_bytes(browser, base: str, cookies: dict[str, str], run: Run) -> dict:
@@ -192,7 +161,7 @@ def main() -> None:
     print(f"sam3web run page bytes benchmark · data in {DATA}")
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench", password="bench-password-123")
-    run = make_run(user, args.masks)
+    run = copied_run(PHOTO, user, args.masks)
     image = run.image
     assert image.display, "the photo got no display copy"
     client = Client()
@@ -200,7 +169,7 @@ def main() -> None:
     cookies = {"sessionid": client.cookies["sessionid"].value}
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
-    env = app_env()
+    env = served_env()
     before = measure(
         "before (original)", {**env, "SAM3WEB_DISPLAY_SIZE": "0"}, cookies, run, args.repeats
     )
