@@ -185,7 +185,7 @@ def recover_runs() -> int:
     for run in Run.objects.filter(status__in=Run.LOCAL_STATUSES).only(
         "pk", "status", "lease_until", "task_id"
     ):
-        if run.status == Run.Status.PENDING and run.task_id in ready:
+        if run.task_id in ready:  # its submit is queued (one a stopped worker put back, say)
             continue
         run_after = None
         if run.status == Run.Status.SUBMITTING and run.lease_until and run.lease_until > now:
