@@ -8,6 +8,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from html import unescape
@@ -26,7 +28,7 @@ from segmentation import schema
 from segmentation.imaging.intake import intake_bytes
 from segmentation.imaging.store import store_image
 from segmentation.models import Mask, Run, SourceImage
-from tests.sample_images import IMAGES
+from tests.sample_images import IMAGES, ROOT
 
 # Two coins on coins.png (384×303), each a box prompt: the stand-in fills the ellipse inscribed
 # in each box, scored 0.95 and 0.91.
@@ -233,6 +235,21 @@ def worker_env(standin: Any, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def worker_until_idle(standin: Any, **extra: str) -> subprocess.CompletedProcess[str]:
+    """The worker as bin/serve starts it, in a process of its own (a restart after a crash),
+    until the queue is empty."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "worker", "--", "--batch", "--no-startup-delay"],
+        cwd=ROOT,
+        env=worker_env(standin, **extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> None:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from segmentation.engines.runflow.client import RunflowClient
 from segmentation.models import Run
-from tests.factories import TEST_KEY, submit, wait_for, worker_env
+from tests.factories import TEST_KEY, submit, wait_for, worker_env, worker_until_idle
 from tests.sample_images import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,15 +44,7 @@ def test_a_worker_killed_mid_call_leaves_one_provider_run(signed_in, standin) ->
 
     standin.create_delay = 0
     time.sleep(1.1)  # the dead worker's lease runs out
-    restarted = subprocess.run(
-        [sys.executable, "manage.py", "worker", "--", "--batch", "--no-startup-delay"],
-        cwd=ROOT,
-        env=worker_env(standin),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert restarted.returncode == 0, restarted.stderr
+    restarted = worker_until_idle(standin)
     assert "Queued 1 run(s) left behind" in restarted.stdout
 
     run.refresh_from_db()
@@ -135,15 +127,7 @@ def test_a_worker_killed_while_copying_masks_leaves_each_mask_once(signed_in, st
 
     standin.file_faults = {}
     standin.release_files()
-    restarted = subprocess.run(
-        [sys.executable, "manage.py", "worker", "--", "--batch", "--no-startup-delay"],
-        cwd=ROOT,
-        env=worker_env(standin, **fast),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert restarted.returncode == 0, restarted.stderr
+    worker_until_idle(standin, **fast)
     run.refresh_from_db()
     assert run.artifacts == Run.Artifacts.DONE
     masks = list(run.masks.order_by("index"))
