@@ -33,10 +33,6 @@ PASSWORD = "correct horse battery"
 def _isolated_settings(settings: Any, tmp_path: Path) -> None:
     """Every test gets its own media folder and a Runflow that is our stand-in."""
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
     settings.RUNFLOW_API_KEY = TEST_KEY
     settings.RUNFLOW_BACKOFF_BASE = 0.01
     settings.RUNFLOW_BACKOFF_MAX = 0.05
