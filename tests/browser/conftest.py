@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.helpers import CHROMIUM
+from tests.browser.helpers import CHROMIUM, sign_in
 from tests.factories import worker_env
 from tests.sample_images import ROOT
 
@@ -72,12 +72,7 @@ def page(browser: Any, live_server: Any, owner: Any) -> Iterator[Any]:
     """A new browser window, signed in as the owner through the sign-in form."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{live_server.url}/runs/new/")
-    page.get_by_label("Username").fill("ada")
-    page.get_by_label("Password").fill("correct horse battery")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/runs/new/")
+    sign_in(page, f"{live_server.url}/runs/new/")
     yield page
     context.close()
 

@@ -9,11 +9,32 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from segmentation.models import Run
+from tests.conftest import PASSWORD
 from tests.factories import drain, settled, submit, upload
 from tests.sample_images import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
+
+
+def sign_in(page: Any, url: str, username: str = "ada", password: str = PASSWORD) -> None:
+    """Open `url` (a page that asks to sign in first) and sign in through the form; back on
+    `url` once signed in."""
+    page.set_default_timeout(15_000)
+    page.goto(url)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(url)
+
+
+def new_page(browser: Any, url: str, **context: Any) -> tuple[Any, Any]:
+    """A window of its own (a phone, say, or no JavaScript), signed in at `url` as the
+    `owner` fixture: the context (to close) and the page."""
+    ctx = browser.new_context(**context)
+    page = ctx.new_page()
+    sign_in(page, url)
+    return ctx, page
 
 
 def shot(page: Any, name: str) -> None:

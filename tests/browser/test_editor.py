@@ -13,13 +13,11 @@ import pytest
 from playwright.sync_api import expect
 
 from segmentation.models import Run
-from tests.browser.helpers import shot
+from tests.browser.helpers import new_page, shot
 from tests.factories import stored_image
 from tests.sample_images import IMAGES
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-PASSWORD = "correct horse battery"  # the `owner` fixture's
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -100,19 +98,6 @@ def markers(pg) -> tuple[int, int]:
     """Points and boxes drawn over the image."""
     overlay = pg.locator(".pe-stage svg")
     return overlay.locator(".pe-pt").count(), overlay.locator(".pe-box").count()
-
-
-def sign_in(chromium, live_server, **context: Any):
-    """A page of its own (a phone, say), signed in as the `owner` fixture."""
-    ctx = chromium.new_context(**context)
-    pg = ctx.new_page()
-    pg.set_default_timeout(15_000)
-    pg.goto(f"{live_server.url}/runs/new/")
-    pg.get_by_label("Username").fill("ada")
-    pg.get_by_label("Password").fill(PASSWORD)
-    pg.get_by_role("button", name="Sign in").click()
-    pg.wait_for_url("**/runs/new/")
-    return ctx, pg
 
 
 # --- the tests ---------------------------------------------------------------------------
@@ -383,8 +368,12 @@ def test_a_form_shown_again_with_an_error_keeps_the_markers(page) -> None:  # no
 
 
 def test_at_phone_width_a_finger_draws(browser, live_server, owner) -> None:  # noqa: F811
-    ctx, pg = sign_in(
-        browser, live_server, viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True
+    ctx, pg = new_page(
+        browser,
+        f"{live_server.url}/runs/new/",
+        viewport={"width": 390, "height": 844},
+        has_touch=True,
+        is_mobile=True,
     )
     try:
         choose(pg, "cat.jpg")
@@ -403,7 +392,7 @@ def test_at_phone_width_a_finger_draws(browser, live_server, owner) -> None:  # 
 
 
 def test_without_javascript_the_json_fields_are_the_way_in(browser, live_server, owner) -> None:  # noqa: F811
-    ctx, pg = sign_in(browser, live_server, java_script_enabled=False)
+    ctx, pg = new_page(browser, f"{live_server.url}/runs/new/", java_script_enabled=False)
     try:
         assert pg.locator("#prompt-editor").is_hidden()
         assert pg.locator("#pe-list-wrap").is_hidden()

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from segmentation.models import Run
-from tests.browser.helpers import shot
+from tests.browser.helpers import shot, sign_in
 from tests.factories import stored_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,11 +101,7 @@ def test_filter_page_and_watch_a_run_finish_without_reloading(page, live_server,
 def test_the_history_page_works_without_javascript(browser, live_server, owner, runs) -> None:
     context = browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
     page = context.new_page()
-    page.goto(f"{live_server.url}/accounts/login/?next=/runs/")
-    page.get_by_label("Username").fill("ada")
-    page.get_by_label("Password").fill("correct horse battery")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/runs/")
+    sign_in(page, f"{live_server.url}/runs/")
     page.get_by_label("Search prompts").fill("keyboard")
     page.get_by_label("Only my runs").check()
     page.get_by_role("button", name="Apply").click()

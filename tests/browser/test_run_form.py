@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 from segmentation.imaging.decode import ImageRejected
 from segmentation.imaging.intake import intake_upload
 from segmentation.models import Run
-from tests.browser.helpers import CHROMIUM, SHOTS, shot
+from tests.browser.helpers import CHROMIUM, SHOTS, shot, sign_in
 from tests.browser.test_editor import (
     choose,
     drag,
@@ -36,7 +36,6 @@ from tests.sample_images import BAD, IMAGES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "correct horse battery"  # the `owner` fixture's
 PLACEHOLDER = "Choose an image file or paste its URL to draw points and boxes on it."
 ALREADY = "This form was already submitted: here is the run it made."
 LARGE = "large-4032x3024.jpg"
@@ -160,11 +159,7 @@ def cached_page(browser, live_server, owner) -> Iterator[Any]:
         pg.add_init_script(
             "window.__shown = []; addEventListener('pageshow', (e) => __shown.push(e.persisted));"
         )
-        pg.goto(f"{live_server.url}/runs/new/")
-        pg.get_by_label("Username").fill("ada")
-        pg.get_by_label("Password").fill(PASSWORD)
-        pg.get_by_role("button", name="Sign in").click()
-        pg.wait_for_url("**/runs/new/")
+        sign_in(pg, f"{live_server.url}/runs/new/")
         yield pg
     finally:
         chromium.close()
@@ -477,12 +472,7 @@ def test_on_a_phone_two_fingers_zoom_and_one_finger_draws(browser, live_server, 
     )
     pg = ctx.new_page()
     try:
-        pg.set_default_timeout(15_000)
-        pg.goto(f"{live_server.url}/runs/new/")
-        pg.get_by_label("Username").fill("ada")
-        pg.get_by_label("Password").fill(PASSWORD)
-        pg.get_by_role("button", name="Sign in").click()
-        pg.wait_for_url("**/runs/new/")
+        sign_in(pg, f"{live_server.url}/runs/new/")
         choose(pg, LARGE)
         stage, _ = view_of(pg)
         fit_level = zoom_level(pg)
@@ -630,12 +620,7 @@ def test_screenshots_of_the_form(browser, live_server, owner, width: int, height
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        pg.set_default_timeout(15_000)
-        pg.goto(f"{live_server.url}/runs/new/")
-        pg.get_by_label("Username").fill("ada")
-        pg.get_by_label("Password").fill(PASSWORD)
-        pg.get_by_role("button", name="Sign in").click()
-        pg.wait_for_url("**/runs/new/")
+        sign_in(pg, f"{live_server.url}/runs/new/")
         ready(pg)
         shot(pg, f"run-form-empty-{width}")
 

@@ -11,7 +11,16 @@ from django.core.files.base import ContentFile
 
 from segmentation.imaging.render import colour_for, render_overlay
 from segmentation.models import Run
-from tests.browser.helpers import SHOTS, TAB10, centre, close, pixel, shot, viewer_ready
+from tests.browser.helpers import (
+    SHOTS,
+    TAB10,
+    centre,
+    close,
+    pixel,
+    shot,
+    sign_in,
+    viewer_ready,
+)
 from tests.factories import OPTIONS, add_masks, ellipse, make_run, wait_for, worker_env
 from tests.sample_images import IMAGES, ROOT
 
@@ -377,11 +386,7 @@ def test_without_javascript_the_page_is_a_picture_and_a_plain_list(
     context = browser.new_context(java_script_enabled=False, viewport=PHONE)
     try:
         page = context.new_page()
-        page.goto(f"{live_server.url}/runs/{run.id}/")
-        page.get_by_label("Username").fill("ada")
-        page.get_by_label("Password").fill("correct horse battery")
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"**/runs/{run.id}/")
+        sign_in(page, f"{live_server.url}/runs/{run.id}/")
         # The server's composite, with its mask layer, and the list with each mask's PNG.
         assert page.locator(".sam3-viewer").is_hidden()
         assert page.locator("img.masks").is_visible()

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from segmentation.models import Run
 from segmentation.usage import month_starts
-from tests.browser.helpers import serious, shot
+from tests.browser.helpers import serious, shot, sign_in
 from tests.factories import make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,11 +42,7 @@ def test_the_usage_page_is_accessible(
     for width in (1280, 390):
         context = browser.new_context(viewport={"width": width, "height": 900})
         page = context.new_page()
-        page.goto(f"{live_server.url}/usage/")
-        page.get_by_label("Username").fill("ada")
-        page.get_by_label("Password").fill("correct horse battery")
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url("**/usage/")
+        sign_in(page, f"{live_server.url}/usage/")
         assert page.get_by_role("img", name=re.compile("cost per month")).is_visible()
         problems[width] = serious(page)
         shot(page, f"usage-{width}")
