@@ -133,7 +133,7 @@ def run_resubmit(request: HttpRequest, run_id: Any) -> HttpResponse:
         return redirect(again)
     return _act(
         request,
-        run_id,
+        run,
         runs.resubmit,
         done="Submitting the run again.",
         refused="This run is not waiting to be submitted again.",
@@ -144,7 +144,7 @@ def run_resubmit(request: HttpRequest, run_id: Any) -> HttpResponse:
 def run_check_again(request: HttpRequest, run_id: Any) -> HttpResponse:
     return _act(
         request,
-        run_id,
+        run_or_404(run_id),
         runs.check_again,
         done="Asking {engine} about this run again.",
         refused="This run is not waiting for a result.",
@@ -155,7 +155,7 @@ def run_check_again(request: HttpRequest, run_id: Any) -> HttpResponse:
 def run_retry_copy(request: HttpRequest, run_id: Any) -> HttpResponse:
     return _act(
         request,
-        run_id,
+        run_or_404(run_id),
         runs.retry_copy,
         done="Copying the missing masks again.",
         refused="Nothing is missing from this run.",
@@ -163,11 +163,10 @@ def run_retry_copy(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 
 def _act(
-    request: HttpRequest, run_id: Any, action: Callable[[Run], bool], *, done: str, refused: str
+    request: HttpRequest, run: Run, action: Callable[[Run], bool], *, done: str, refused: str
 ) -> HttpResponse:
     """A button on the run page: a message either way ("{engine}" in it names the run's
     engine), then back to the run."""
-    run = run_or_404(run_id)
     if action(run):
         messages.success(request, done.format(engine=engines.for_run(run).label))
     else:
