@@ -125,6 +125,7 @@ INSTALLED_APPS = [
     "accounts",
     # Before django_tasks_db: its `db_worker` command is replaced by segmentation's.
     "segmentation",
+    "api",
     "django_tasks_db",
 ]
 
@@ -276,6 +277,36 @@ SAM3WEB_ARTIFACT_BACKOFF = envfloat("SAM3WEB_ARTIFACT_BACKOFF", 0.5)
 # Runflow's list price per image: shown, marked as an estimate, until a run's real cost arrives.
 SAM3WEB_PRICE_PER_IMAGE = Decimal("0.005")
 
+
+def envdollars(name: str) -> Decimal | None:
+    """An amount of dollars ("25", "12.50"); unset, empty or "none": no limit."""
+    raw = os.environ.get(name, "").strip()
+    if raw.lower() in ("", "none"):
+        return None
+    try:
+        value = Decimal(raw.removeprefix("$"))
+    except ArithmeticError:
+        raise ImproperlyConfigured(f"{name} must be an amount of dollars, not {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ImproperlyConfigured(f"{name} must be zero or more dollars, not {raw!r}")
+    return value.quantize(Decimal("0.01"))
+
+
+# --- The team's API (/v1/) and budgets ----------------------------------------------------------
+# The whole team's spending a month, on top of each teammate's own budget; unset: no limit.
+SAM3WEB_TEAM_MONTHLY_BUDGET = envdollars("SAM3WEB_TEAM_MONTHLY_BUDGET")
+# Runs each teammate may create through the API in any minute.
+SAM3WEB_API_RATE_PER_MINUTE = envint("SAM3WEB_API_RATE_PER_MINUTE", 120, minimum=1)
+# A create body larger than this is refused (413): an inline data: URI image of about 6 MB;
+# larger images go by URL.
+SAM3WEB_API_MAX_BODY_BYTES = envint("SAM3WEB_API_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
+# How long the signed links to a run's files in API answers and callbacks keep working.
+SAM3WEB_API_FILE_URL_TTL = envint("SAM3WEB_API_FILE_URL_TTL", 7 * 24 * 3600, minimum=24 * 3600)
+# Each attempt to deliver a callback to an API caller waits at most this long for an answer.
+SAM3WEB_CALLER_CALLBACK_TIMEOUT = envfloat("SAM3WEB_CALLER_CALLBACK_TIMEOUT", 10.0, minimum=0.1)
+# Seconds between the attempts (Runflow's: 1 s, then 2 s); 3 attempts in all.
+SAM3WEB_CALLER_CALLBACK_BACKOFF = envfloat("SAM3WEB_CALLER_CALLBACK_BACKOFF", 1.0)
+
 # --- Image intake -----------------------------------------------------------------------------
 SAM3WEB_MAX_IMAGE_BYTES = envint("SAM3WEB_MAX_IMAGE_BYTES", 50 * 1024 * 1024, minimum=1)
 # Refused before decoding: 50 megapixels is a 8660x5773 photo, and ~150 MB once decoded.
@@ -293,6 +324,30 @@ if 0 < SAM3WEB_DISPLAY_SIZE < 256:
     )
 # Only the test suite turns this on: image URLs may then point at loopback/private hosts.
 SAM3WEB_FETCH_ALLOW_PRIVATE = False
+
+
+def _outbound_allow(name: str) -> list[str]:
+    """Host names, IP addresses and networks (CIDR) that image and callback URLs may reach
+    although they are private: a pipeline on the team's own network."""
+    import ipaddress
+    import re
+
+    items = envlist(name, [])
+    for item in items:
+        try:
+            ipaddress.ip_network(item.strip("[]"), strict=False)
+            continue
+        except ValueError:
+            pass
+        if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?", item):
+            raise ImproperlyConfigured(
+                f"{name} takes host names, IP addresses and networks (10.0.0.0/8), "
+                f"separated by commas; {item!r} is none of these"
+            )
+    return [item.strip("[]").lower() for item in items]
+
+
+SAM3WEB_OUTBOUND_ALLOW = _outbound_allow("SAM3WEB_OUTBOUND_ALLOW")
 
 LOGGING = {
     "version": 1,

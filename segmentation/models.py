@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Case, F, Value, When
 from django.urls import reverse
 from django.utils import timezone
 
@@ -153,7 +154,24 @@ class Run(models.Model):
 
     # The form's one-time key: a form submitted twice (Back and Submit, a double click, a
     # retried POST) makes one run, and the second answer leads to it.
-    submission_key = models.CharField(max_length=64, blank=True, default="")
+    # An API run's Idempotency-Key lives here too ("api:" and its hash), beside the hash of
+    # the body it came with (request_sha256: the same key with another body is refused).
+    submission_key = models.CharField(max_length=100, blank=True, default="")
+    request_sha256 = models.CharField(max_length=64, blank=True, editable=False)
+
+    # Made through the API (sam3web's own /v1/): the token it came with, and what the caller
+    # asked for besides the input. base_url: where the caller reached us, for the absolute
+    # URLs of its output and callbacks (the worker sending them knows no request).
+    token = models.ForeignKey(
+        "accounts.ApiToken",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+    )
+    client_ref = models.CharField(max_length=255, blank=True)
+    callback_url = models.CharField(max_length=2000, blank=True)
+    base_url = models.CharField(max_length=300, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
     submit_attempts = models.PositiveIntegerField(default=0)
     # While a worker holds the run in SUBMITTING; past it, another worker may take over.
@@ -234,6 +252,10 @@ class Run(models.Model):
         if where is None:
             return str(self.get_status_display())
         return where.format(engines.get(self.engine).label)
+
+    @property
+    def via_api(self) -> bool:
+        return self.token_id is not None
 
     @property
     def cost_shown(self) -> Decimal | None:
@@ -399,3 +421,70 @@ class CallbackDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"Callback {self.request_id or self.pk} ({self.outcome})"
+
+
+def charge() -> Case:
+    """What a run counts against budgets, as a database expression (Run.cost_shown's rule):
+    the list price from the moment it is accepted, Runflow's cost once that arrives, nothing
+    once it failed or was never taken. Derived rather than stored, so no step of a run's life
+    can forget to settle or refund it."""
+    return Case(
+        When(cost__isnull=False, then=F("cost")),
+        When(status__in=sorted(Run.NOT_BILLED), then=Value(Decimal(0))),
+        default=Value(settings.SAM3WEB_PRICE_PER_IMAGE),
+        output_field=models.DecimalField(max_digits=12, decimal_places=6),
+    )
+
+
+class RemovedCharge(models.Model):
+    """What a deleted run had cost: Runflow billed it all the same, so budgets keep counting it
+    after its row is gone."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    token = models.ForeignKey(
+        "accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    run_created_at = models.DateTimeField()
+    amount = models.DecimalField(max_digits=12, decimal_places=6)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "run_created_at"], name="removed_owner_idx")]
+
+    def __str__(self) -> str:
+        return f"${self.amount} of a deleted run"
+
+
+class CallerCallback(models.Model):
+    """A callback sam3web sends to an API caller's callback_url when its run ends (Runflow's
+    payload, signed with the teammate's secret), with every attempt to deliver it."""
+
+    class State(models.TextChoices):
+        SENDING = "sending", "Sending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Not delivered"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="caller_callbacks")
+    # One automatic callback per final status the run reaches; "redelivery-…" for those a
+    # caller asked for again.
+    key = models.CharField(max_length=60)
+    event = models.CharField(max_length=40)
+    url = models.CharField(max_length=2000)
+    request_id = models.CharField(max_length=64)
+    # The exact bytes sent by every attempt (the signature is over them).
+    body = models.TextField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.SENDING)
+    # [{"at": ISO time, "http_status": int | None, "error": str, "ms": int}], oldest first.
+    attempts = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "key"], name="caller_callback_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"Callback {self.event} of {self.run_id} ({self.state})"

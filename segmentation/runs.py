@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -17,10 +18,25 @@ from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
+from accounts import budgets
 from segmentation import engines, tasks
-from segmentation.models import Run, SourceImage
+from segmentation.models import RemovedCharge, Run, SourceImage, charge
+
+if TYPE_CHECKING:
+    from accounts.models import ApiToken
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """What an API caller sent with a run besides its input (see the api app)."""
+
+    token: ApiToken | None = None
+    client_ref: str = ""
+    callback_url: str = ""
+    base_url: str = ""  # where the caller reached us: the base of the URLs we hand back
+    request_sha256: str = ""  # the body's hash, to tell a replay from a reused key
 
 
 class AlreadySubmitted(Exception):
@@ -41,6 +57,7 @@ def create_run(
     parent: Run | None = None,
     engine: str = engines.DEFAULT,
     submission_key: str = "",
+    api: ApiRequest | None = None,
 ) -> Run:
     """Store a run and queue its submit task, in one transaction: the task is queued once the
     run is committed, and a run is never stored without its task.
@@ -49,14 +66,21 @@ def create_run(
     is resolved from ``image`` when the run is sent); ``image`` went through intake;
     ``source_url`` is where the image came from when it was a URL (Runflow may be sent that
     URL instead of a copy). ``submission_key`` is the form's one-time key: a second run with
-    the same key and owner is not made; AlreadySubmitted carries the first."""
+    the same key and owner is not made; AlreadySubmitted carries the first. ``api``: what an
+    API caller sent besides the input.
+
+    The run is charged against its owner's budget (and the team's) in the same transaction:
+    budgets.BudgetExceeded, or budgets.RateLimited for the API, when it does not fit."""
     owner = owner if getattr(owner, "is_authenticated", False) else None
     if submission_key and owner is not None:
         earlier = Run.objects.filter(owner=owner, submission_key=submission_key).first()
         if earlier is not None:
             raise AlreadySubmitted(earlier)
+    api = api or ApiRequest()
+    budgets.prepare(owner)
     try:
         with transaction.atomic():
+            budgets.reserve(owner, via_api=api.token is not None)
             run = Run.objects.create(
                 engine=engine,
                 owner=owner,
@@ -65,7 +89,12 @@ def create_run(
                 input=input,
                 metadata=metadata,
                 parent=parent,
-                submission_key=submission_key[:64] if owner is not None else "",
+                submission_key=submission_key[:100] if owner is not None else "",
+                token=api.token,
+                client_ref=api.client_ref,
+                callback_url=api.callback_url,
+                base_url=api.base_url,
+                request_sha256=api.request_sha256,
             )
             tasks.enqueue_submit(run)
     except IntegrityError:
@@ -78,8 +107,12 @@ def create_run(
 
 
 def resubmit(run: Run) -> bool:
-    """Send a run the engine refused once more (same body, same idempotency key)."""
+    """Send a run the engine refused once more (same body, same idempotency key). It is
+    charged again (a refused run was not): budgets.BudgetExceeded when that does not fit."""
+    budgets.prepare(run.owner)
     with transaction.atomic():
+        if run.owner is not None and run.status == Run.Status.NOT_SUBMITTED:
+            budgets.reserve(run.owner)
         updated = Run.objects.filter(pk=run.pk, status=Run.Status.NOT_SUBMITTED).update(
             status=Run.Status.PENDING, updated_at=timezone.now()
         )
@@ -158,6 +191,18 @@ def delete_run(run_id: Any) -> bool:
         names = [f.name for f in (run.thumbnail, run.overlay, run.preview) if f.name]
         names += [name for name in run.masks.values_list("file", flat=True) if name]
         image = run.image
+        amount = (
+            Run.objects.filter(pk=run.pk)
+            .annotate(amount=charge())
+            .values_list("amount", flat=True)[0]
+        )
+        if amount:  # Runflow billed it: budgets keep counting it
+            RemovedCharge.objects.create(
+                owner_id=run.owner_id,
+                token_id=run.token_id,
+                run_created_at=run.created_at,
+                amount=amount,
+            )
         run.delete()  # masks and callback deliveries go with it (CASCADE)
         if not Run.objects.filter(image_id=image.pk).exists():
             try:

@@ -29,8 +29,22 @@ from django_tasks_db.models import DBTaskResult
 
 from segmentation import engines
 from segmentation.models import Run
+from segmentation.signals import run_changed
 
 logger = logging.getLogger(__name__)
+
+
+def changed(run_id: Any) -> None:
+    """Tell whoever follows runs (the API's callbacks to callers) that this run may have
+    changed, once the change is committed."""
+
+    def send() -> None:
+        # A listener's failure must not undo (or fail) the work that changed the run.
+        for receiver, error in run_changed.send_robust(sender=Run, run_id=run_id):
+            if isinstance(error, Exception):
+                logger.error("%s failed for run %s", receiver, run_id, exc_info=error)
+
+    transaction.on_commit(send)
 
 
 # --- submitting -------------------------------------------------------------------------------
@@ -66,7 +80,7 @@ def submit_run(run_id: str) -> str:
     run = Run.objects.select_related("image").get(pk=run_id)
     engine = engines.for_run(run)
     try:
-        return engine.submit(run)
+        outcome = engine.submit(run)
     except Exception as exc:
         # A bug or a broken store, not the engine's refusal: say so on the run (instead of
         # leaving it "submitting" for the recovery to retry forever), and keep the traceback
@@ -81,6 +95,7 @@ def submit_run(run_id: str) -> str:
             request_body=run.request_body,
             image_delivery=run.image_delivery,
         )
+        changed(run.pk)
         raise
     except BaseException:
         # The worker is stopping (Ctrl+C) in the middle of the send: the request may or may not
@@ -90,6 +105,8 @@ def submit_run(run_id: str) -> str:
             lease_until=timezone.now()
         )
         raise
+    changed(run.pk)
+    return outcome
 
 
 # --- polling ----------------------------------------------------------------------------------
@@ -125,6 +142,7 @@ def poll_run(context: TaskContext, run_id: str) -> str:
     engine = engines.for_run(run)
     # Transient or not, a look that fails is tried again later; the deadline bounds it.
     outcome = engine.refresh(run)
+    changed(run_id)
     run.refresh_from_db(fields=["status", "poll_deadline_at"])
     if run.status not in Run.AT_ENGINE:
         return outcome  # finished, or the engine does not know the run: nothing more to ask
@@ -137,6 +155,7 @@ def poll_run(context: TaskContext, run_id: str) -> str:
                 f"Check again, or look for the run at {engine.label}."
             ),
         )
+        changed(run_id)
         return "stale"
     schedule_poll(run_id, delay=poll_delay(attempt))
     return outcome
@@ -165,7 +184,10 @@ def copy_artifacts(context: TaskContext, run_id: str) -> str:
     if run.artifacts not in (Run.Artifacts.PENDING, Run.Artifacts.COPYING):
         return "nothing to copy"
     Run.objects.filter(pk=run_id).update(artifacts=Run.Artifacts.COPYING)
-    return engines.for_run(run).store_result(run)
+    try:
+        return engines.for_run(run).store_result(run)
+    finally:
+        changed(run_id)
 
 
 # --- after a stopped worker -------------------------------------------------------------------

@@ -11,9 +11,12 @@ target checked again by the caller's own URL rules.
 
 Failures are ``FetchError``s with a ``kind``; each caller words them for its own readers.
 
-Which addresses may be reached comes from ``SAM3WEB_FETCH_ALLOW_PRIVATE`` at call time: False
-(public addresses only), True (anything: the tests' local servers), or a list of addresses or
-networks allowed in addition to public ones.
+Which addresses may be reached is ``address_policy``'s, at call time: public ones, and the
+private hosts, addresses and networks SAM3WEB_OUTBOUND_ALLOW names.
+
+``post`` sends a callback to an API caller's URL through the same guard (one attempt, no
+redirects followed), and ``check_destination`` refuses a URL whose host resolves to an address
+that may not be reached, before anything is sent.
 """
 
 from __future__ import annotations
@@ -93,17 +96,51 @@ def is_public_address(ip: str | IPAddress) -> bool:
     )
 
 
-def address_policy() -> Callable[[IPAddress], bool]:
-    """Which addresses may be fetched, from SAM3WEB_FETCH_ALLOW_PRIVATE at call time."""
-    allow = getattr(settings, "SAM3WEB_FETCH_ALLOW_PRIVATE", False)
-    if allow is True:
-        return lambda addr: True
-    if not allow:
-        return is_public_address
-    extra = [ipaddress.ip_network(str(item), strict=False) for item in allow]
-    return lambda addr: (
-        is_public_address(addr) or any(addr.version == net.version and addr in net for net in extra)
-    )
+# Cloud metadata services: refused even inside an allowed network, unless named exactly.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
+)
+
+Policy = Callable[[IPAddress, str], bool]
+
+
+def address_policy() -> Policy:
+    """Which (address, host name) pairs may be reached, at call time: public addresses, and the
+    hosts, addresses and networks of SAM3WEB_OUTBOUND_ALLOW (the team's own network). The
+    test suite's SAM3WEB_FETCH_ALLOW_PRIVATE = True lets anything through."""
+    if getattr(settings, "SAM3WEB_FETCH_ALLOW_PRIVATE", False) is True:
+        return _allow_any
+    hosts: set[str] = set()
+    addresses: set[IPAddress] = set()
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for item in getattr(settings, "SAM3WEB_OUTBOUND_ALLOW", []):
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            hosts.add(item.lower().rstrip("."))
+            continue
+        if network.num_addresses == 1:
+            addresses.add(network.network_address)
+        else:
+            networks.append(network)
+
+    def allowed(addr: IPAddress, host: str) -> bool:
+        if addr in addresses:
+            return True
+        if addr in METADATA_ADDRESSES or (
+            isinstance(addr, ipaddress.IPv6Address)
+            and addr.ipv4_mapped is not None
+            and addr.ipv4_mapped in METADATA_ADDRESSES
+        ):
+            return False
+        if is_public_address(addr):
+            return True
+        if host.lower().strip("[]").rstrip(".") in hosts:
+            return True
+        return any(addr.version == net.version and addr in net for net in networks)
+
+    return allowed
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -147,10 +184,10 @@ class GuardedNetworkBackend(httpcore.SyncBackend):
     def __init__(
         self,
         *,
-        allowed: Callable[[IPAddress], bool] = is_public_address,
+        allowed: Policy | None = None,
         deadline: float | None = None,
     ) -> None:
-        self._allowed = allowed
+        self._allowed: Policy = allowed or (lambda addr, _host: is_public_address(addr))
         self._deadline = deadline
 
     def time_left(self, timeout: float | None = None) -> float | None:
@@ -170,11 +207,7 @@ class GuardedNetworkBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        addresses = self._resolve(host, port, self.time_left(timeout))
-        for addr in addresses:
-            if not self._allowed(addr):
-                logger.warning("refused to fetch from %s (%s)", host, addr)
-                raise FetchError("blocked", host)
+        addresses = self.check(host, port, timeout)
         last_error: Exception | None = None
         for addr in addresses:  # like socket.create_connection, but over checked addresses only
             try:
@@ -191,6 +224,15 @@ class GuardedNetworkBackend(httpcore.SyncBackend):
             return _DeadlineStream(stream, self)
         assert last_error is not None
         raise last_error
+
+    def check(self, host: str, port: int, timeout: float | None = None) -> list[IPAddress]:
+        """The host's addresses, when every one of them may be reached; else FetchError."""
+        addresses = self._resolve(host, port, self.time_left(timeout))
+        for addr in addresses:
+            if not self._allowed(addr, host):
+                logger.warning("refused to connect to %s (%s)", host, addr)
+                raise FetchError("blocked", host)
+        return addresses
 
     def connect_unix_socket(
         self,
@@ -324,7 +366,7 @@ def fetch(
     raise FetchError("too_many_redirects", current.host, status=hops)
 
 
-def _allow_any(_addr: IPAddress) -> bool:
+def _allow_any(_addr: IPAddress, _host: str = "") -> bool:
     return True
 
 
@@ -381,3 +423,42 @@ def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+def check_destination(url: httpx.URL, *, timeout: float) -> None:
+    """Refuse a URL whose host resolves (now) to an address that may not be reached. The same
+    check runs again on every connection: DNS may answer differently then."""
+    GuardedNetworkBackend(allowed=address_policy(), deadline=time.monotonic() + timeout).check(
+        url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 0)
+    )
+
+
+@dataclass(frozen=True)
+class Posted:
+    status: int
+    reason: str
+
+
+def post(url: httpx.URL, *, body: bytes, headers: Mapping[str, str], timeout: float) -> Posted:
+    """POST ``body`` to ``url`` once, SSRF-safely, within ``timeout`` seconds in all; the answer
+    is read (up to 64 kB) and dropped. A redirect is an answer like any other, not followed.
+    Raises FetchError for no answer (blocked, dns, timeout, tls, connect, broken)."""
+    deadline = time.monotonic() + timeout
+    backend = GuardedNetworkBackend(allowed=address_policy(), deadline=deadline)
+    with GuardedTransport(backend) as transport, _transport_errors(url.host):
+        request = httpx.Request(
+            "POST",
+            url,
+            content=body,
+            headers=headers,
+            extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+        )
+        response = transport.handle_request(request)
+        try:
+            _read_body(response, deadline, 64 * 1024)
+        except FetchError as exc:
+            if exc.kind != "too_large":  # a long answer is still an answer
+                raise
+        finally:
+            response.close()
+        return Posted(response.status_code, response.reason_phrase)

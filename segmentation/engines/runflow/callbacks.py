@@ -26,6 +26,7 @@ from django.views.decorators.http import require_POST
 from segmentation.engines.base import apply_result
 from segmentation.engines.runflow.parse import BadResult, parse_callback
 from segmentation.models import CallbackDelivery, Run
+from segmentation.tasks import changed
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def _receive_callback(request: HttpRequest, run_id: Any, token: str) -> JsonResp
         return answer(400, "rejected", "run_id does not match this run")
     with transaction.atomic():
         outcome = apply_result(run.pk, result, source="callback")
+        changed(run.pk)
         return answer(200, outcome)
 
 

@@ -251,7 +251,7 @@ def test_each_redirect_hop_is_checked(
 ) -> None:
     # Only the test server's own address is allowed: the first hop goes through, and the
     # redirect to any other private address is refused before a connection is attempted.
-    settings.SAM3WEB_FETCH_ALLOW_PRIVATE = ["127.0.0.1/32"]
+    settings.SAM3WEB_OUTBOUND_ALLOW = ["127.0.0.1/32"]
     exc = fetch_refused(server.url(f"/redirect?to={target.format(port=server.port)}"))
     assert exc.code == "blocked_address"
     assert connections == [("127.0.0.1", server.port)]
@@ -261,7 +261,7 @@ def test_each_redirect_hop_is_checked(
 def test_the_allowed_address_itself_is_fetched(
     server: ImageServer, settings, connections: list
 ) -> None:
-    settings.SAM3WEB_FETCH_ALLOW_PRIVATE = ["127.0.0.1"]
+    settings.SAM3WEB_OUTBOUND_ALLOW = ["127.0.0.1"]
     target = server.url("/images/cat.jpg")
     assert intake_url(server.url(f"/redirect?to={target}")).width == 451
 
@@ -312,7 +312,7 @@ def test_backend_refuses_a_name_that_resolves_to_loopback(
 def test_backend_connects_to_the_address_it_checked(server: ImageServer, connections: list) -> None:
     checked: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
 
-    def allowed(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    def allowed(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str) -> bool:
         checked.append(addr)
         return addr.is_loopback
 
@@ -323,7 +323,7 @@ def test_backend_connects_to_the_address_it_checked(server: ImageServer, connect
 
 
 def test_backend_enforces_its_deadline(server: ImageServer, connections: list) -> None:
-    backend = GuardedNetworkBackend(allowed=lambda addr: True, deadline=time.monotonic() - 1)
+    backend = GuardedNetworkBackend(allowed=lambda addr, host: True, deadline=time.monotonic() - 1)
     with pytest.raises(FetchError) as info:
         backend.connect_tcp("127.0.0.1", server.port)
     assert info.value.kind == "timeout"

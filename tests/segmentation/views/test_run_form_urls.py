@@ -93,7 +93,7 @@ def test_a_redirect_to_a_private_address_is_refused(
     signed_in: Client, server: ImageServer, settings
 ) -> None:
     # Only the test server itself is allowed: the hop it redirects to must be checked again.
-    settings.SAM3WEB_FETCH_ALLOW_PRIVATE = ["127.0.0.1"]
+    settings.SAM3WEB_OUTBOUND_ALLOW = ["127.0.0.1"]
     words = refused(signed_in, server.url("/redirect?to=http://127.0.0.2/cat.jpg"))
     assert "private or local" in words
 

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ApiConfig(AppConfig):
+    """sam3web's own /v1/: Runflow's API for the team's scripts, with per-teammate tokens."""
+
+    name = "api"
+    verbose_name = "API"
+
+    def ready(self) -> None:
+        from api.callbacks import run_changed_receiver
+        from segmentation.signals import run_changed
+
+        run_changed.connect(run_changed_receiver, dispatch_uid="api.caller_callbacks")
