@@ -7,7 +7,9 @@ from tests.api.conftest import SAM3_PATH, body
 from tests.factories import drain
 
 
-def test_a_run_made_through_the_api_comes_back_with_its_masks(api: httpx.Client, fast_polling) -> None:
+def test_a_run_made_through_the_api_comes_back_with_its_masks(
+    api: httpx.Client, fast_polling
+) -> None:
     made = api.post(SAM3_PATH, json=body())
     assert made.status_code == 201, made.text
     run_id = made.json()["id"]
