@@ -10,7 +10,8 @@ class ApiConfig(AppConfig):
     verbose_name = "API"
 
     def ready(self) -> None:
-        from api.callbacks import run_changed_receiver
-        from segmentation.signals import run_changed
+        from api.callbacks import recover, run_changed_receiver
+        from segmentation.signals import run_changed, worker_starting
 
         run_changed.connect(run_changed_receiver, dispatch_uid="api.caller_callbacks")
+        worker_starting.connect(recover, dispatch_uid="api.recover_callbacks")

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.tasks import task
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from accounts.models import Profile
 from api.serialize import EVENTS, callback_payload, run_base, status_code
@@ -34,6 +35,8 @@ from segmentation.models import CallerCallback, Run
 logger = logging.getLogger(__name__)
 
 ATTEMPTS = 3
+# How far back a starting worker looks for callbacks left behind.
+RECOVER_WITHIN = dt.timedelta(days=1)
 USER_AGENT = "sam3web/0.1 (+callbacks)"
 
 
@@ -111,6 +114,33 @@ def redeliver(run: Run) -> CallerCallback:
     callback = queue(run, key=f"redelivery-{uuid.uuid4().hex[:12]}")
     assert callback is not None  # the key is new
     return callback
+
+
+def recover(sender: Any = None, **kwargs: Any) -> int:
+    """At worker start: queue again the callbacks a stopped worker left behind. A run that
+    ended just as its worker died may have no callback yet; one being sent may have lost the
+    task of its next attempt. Returns how many were queued."""
+    count = 0
+    since = timezone.now() - RECOVER_WITHIN
+    ended = Run.objects.filter(updated_at__gte=since).exclude(callback_url="")
+    for run_id in ended.values_list("pk", flat=True):
+        before = CallerCallback.objects.filter(run_id=run_id).count()
+        run_changed_receiver(None, run_id)
+        count += CallerCallback.objects.filter(run_id=run_id).count() - before
+    queued = {
+        str(args[0])
+        for args in DBTaskResult.objects.filter(
+            status="READY", task_path=f"{__name__}.send_caller_callback"
+        ).values_list("args_kwargs__args", flat=True)
+        if args
+    }
+    for callback_id in CallerCallback.objects.filter(
+        state=CallerCallback.State.SENDING, created_at__gte=since
+    ).values_list("pk", flat=True):
+        if str(callback_id) not in queued:
+            send_caller_callback.enqueue(callback_id)
+            count += 1
+    return count
 
 
 # --- sending ------------------------------------------------------------------------------------

@@ -173,11 +173,35 @@ def _json_body(request: HttpRequest) -> Any:
     if not raw.strip():
         raise validation([Issue(("body",), "The body is empty: send a JSON object.", "missing")])
     try:
-        return json.loads(raw, parse_constant=_no_constants)
+        value = json.loads(raw, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise validation(
             [Issue(("body",), f"The body is not valid JSON ({exc}).", "json_invalid")]
         ) from None
+    nul = _first_nul(value, ())
+    if nul is not None:
+        # Valid JSON, but no database stores it as text (PostgreSQL refuses \u0000).
+        raise validation([Issue(nul or ("body",), "Text must not contain \\u0000.", "value_error")])
+    return value
+
+
+def _first_nul(value: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+    """Where the first text holding a NUL character is, if any (keys included)."""
+    if isinstance(value, str):
+        return loc if "\x00" in value else None
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    for key, item in items:
+        here = (*loc, key)
+        if isinstance(key, str) and "\x00" in key:
+            return here
+        found = _first_nul(item, here)
+        if found is not None:
+            return found
+    return None
 
 
 def _drain(request: HttpRequest, declared: int) -> None:
@@ -252,7 +276,7 @@ def run_detail(request: HttpRequest, run_id: str) -> JsonResponse:
 @api_view("GET")
 def run_list(request: HttpRequest) -> JsonResponse:
     """The caller's runs, newest first: ``limit`` (1–500), the cursor ``pq`` from ``next_pq``,
-    and ``status`` (or Runflow's ``q=status_code:…``) to keep some statuses."""
+    ``status`` (or Runflow's ``q=status_code:…``) and ``q=client_ref:…`` to keep some."""
     limit = _limit(request.GET.get("limit"))
     runs_qs = (
         Run.objects.filter(owner=request.api_token.user)  # type: ignore[attr-defined]
@@ -260,12 +284,7 @@ def run_list(request: HttpRequest) -> JsonResponse:
         .prefetch_related("masks")
         .order_by("-created_at", "-id")
     )
-    wanted = _statuses(request)
-    if wanted:
-        condition = Q()
-        for status in wanted:
-            condition |= STATUS_FILTERS[status]
-        runs_qs = runs_qs.filter(condition)
+    runs_qs = runs_qs.filter(_filters(request))
     cursor = request.GET.get("pq")
     if cursor:
         created_at, pk = _cursor(cursor)
@@ -303,25 +322,32 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
-def _statuses(request: HttpRequest) -> list[str]:
-    wanted = []
+def _filters(request: HttpRequest) -> Q:
+    """``status=a,b`` and Runflow's ``q=status_code:a AND client_ref:b``, as one condition."""
+    wanted: list[str] = []
     for raw in request.GET.getlist("status"):
         wanted += [part.strip().lower() for part in raw.split(",") if part.strip()]
+    condition = Q()
     q = request.GET.get("q", "").strip()
     if q:
         for clause in q.replace(" and ", " AND ").split(" AND "):
             name, _, value = clause.strip().partition(":")
-            if name.strip() != "status_code" or not value.strip():
+            name, value = name.strip(), value.strip()
+            if name == "status_code" and value:
+                wanted.append(value.lower())
+            elif name == "client_ref" and value:
+                condition &= Q(client_ref=value)
+            else:
                 raise validation(
                     [
                         Issue(
                             ("query", "q"),
-                            "q can filter by status only here: q=status_code:succeeded.",
+                            "q filters by status_code and client_ref here, like "
+                            "q=status_code:succeeded AND client_ref:row-17.",
                             "value_error",
                         )
                     ]
                 )
-            wanted.append(value.strip().lower())
     unknown = [status for status in wanted if status not in STATUS_FILTERS]
     if unknown:
         known = ", ".join(s for s in STATUS_FILTERS if s != "cancelled")
@@ -334,7 +360,12 @@ def _statuses(request: HttpRequest) -> list[str]:
                 )
             ]
         )
-    return wanted
+    if wanted:
+        either = Q()
+        for status in wanted:
+            either |= STATUS_FILTERS[status]
+        condition &= either
+    return condition
 
 
 def _cursor(raw: str) -> tuple[Any, uuid.UUID]:

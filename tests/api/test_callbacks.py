@@ -256,3 +256,30 @@ def test_runs_without_a_callback_url_send_nothing(
     drain(lambda: Run.objects.get(pk=run_id).settled)
     assert not CallerCallback.objects.exists()
     assert receiver.received == []
+
+
+def test_a_starting_worker_sends_the_callbacks_a_stopped_one_left_behind(
+    receiver: CallbackReceiver, owner, standin
+) -> None:
+    from tests.factories import finished_run, worker_until_idle
+
+    # A run that ended as its worker died, before its callback was made...
+    ended = finished_run(owner, masks=1)
+    Run.objects.filter(pk=ended.pk).update(callback_url=receiver.url("/ok"))
+    # ...and a callback whose next attempt's task was lost.
+    other = finished_run(owner, masks=1)
+    Run.objects.filter(pk=other.pk).update(callback_url=receiver.url("/ok"))
+    CallerCallback.objects.create(
+        run=other,
+        key="succeeded",
+        event="run.completed",
+        url=receiver.url("/ok"),
+        request_id="r-1",
+        body='{"run_id": "x"}',
+    )
+    done = worker_until_idle(standin, SAM3WEB_OUTBOUND_ALLOW="127.0.0.1")
+    assert "Queued 2" in done.stdout
+    assert CallerCallback.objects.filter(state="delivered").count() == 2
+    assert sorted(json.loads(r.body)["run_id"] for r in receiver.received) == sorted(
+        [str(ended.pk), "x"]
+    )

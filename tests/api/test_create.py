@@ -334,3 +334,15 @@ def test_an_inline_image_is_echoed_as_a_link_to_our_copy(post) -> None:
     copy = Client().get(link.removeprefix("http://testserver"))
     assert copy.status_code == 200
     assert b"".join(copy.streaming_content) == image_bytes("cat.jpg")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("payload", "loc"),
+    [
+        ({**body(prompt="c\u0000t")}, ["input", "prompt"]),
+        ({**body(), "metadata": {"k": "v\u0000"}}, ["metadata", "k"]),
+        ({**body(), "client_ref": "\u0000"}, ["client_ref"]),
+    ],
+)
+def test_text_holding_a_nul_character_is_refused(post, payload: Any, loc: list[Any]) -> None:
+    assert locs(refused(post(payload))) == [loc]

@@ -259,3 +259,43 @@ def test_an_api_run_goes_end_to_end_over_real_sockets(
     assert [item["id"] for item in listed["items"]] == [run_id]
     stored = Run.objects.get(pk=run_id)
     assert stored.token == ApiToken.objects.get(user=owner)
+
+
+def test_the_list_filters_by_client_ref(client: Client, owner, token: str) -> None:
+    wanted = make_run(owner, client_ref="row-17")
+    make_run(owner, client_ref="row-18")
+    items = get(client, token, "/v1/runs", q="client_ref:row-17").json()["items"]
+    assert [item["id"] for item in items] == [str(wanted.pk)]
+    both = get(client, token, "/v1/runs", q="status_code:succeeded AND client_ref:row-18")
+    assert [item["client_ref"] for item in both.json()["items"]] == ["row-18"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sam3webs_own_runflow_client_works_against_sam3webs_api(
+    live_server, owner, token: str, standin
+) -> None:
+    """Code written for Runflow, changed only in its base URL and key: here the Runflow client
+    sam3web itself uses."""
+    from segmentation.engines.runflow.client import RunflowClient, RunflowError
+
+    with RunflowClient(base_url=live_server.url, api_key=token, max_attempts=1) as runflow:
+        made = runflow.create_run(
+            input=body()["input"], idempotency_key="first", client_ref="ref-1", metadata={"a": 1}
+        )
+        assert made["status_code"] == "queued"
+        assert runflow.get_run(made["id"])["client_ref"] == "ref-1"
+        found = runflow.find_run_by_client_ref("ref-1")
+        assert found is not None and found["id"] == made["id"]
+        again = runflow.create_run(
+            input=body()["input"], idempotency_key="first", client_ref="ref-1", metadata={"a": 1}
+        )
+        assert again["id"] == made["id"]
+        with pytest.raises(RunflowError) as refused:
+            runflow.create_run(input={**body()["input"], "max_masks": 99}, idempotency_key="x")
+        assert refused.value.status_code == 422
+        assert refused.value.code == "VALIDATION_ERROR"
+        assert "input.max_masks" in refused.value.summary()
+    with RunflowClient(base_url=live_server.url, api_key="sam3web_wrong", max_attempts=1) as bad:
+        with pytest.raises(RunflowError) as denied:
+            bad.get_run(made["id"])
+        assert denied.value.status_code == 401

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from segmentation.signals import worker_starting
 from segmentation.tasks import recover_runs
 
 
@@ -20,6 +21,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, db_worker_args: list[str], **options: Any) -> None:
         recovered = recover_runs()
+        for _receiver, count in worker_starting.send(sender=self.__class__):
+            recovered += count if isinstance(count, int) else 0
         if recovered:
             self.stdout.write(f"Queued {recovered} run(s) left behind by a stopped worker.")
         rest = [a for a in db_worker_args if a != "--"]
