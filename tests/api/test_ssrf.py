@@ -162,3 +162,45 @@ def test_the_setting_reads_hosts_addresses_and_networks(monkeypatch) -> None:
         "192.168.0.0/16",
         "fd00::1",
     ]
+
+
+# --- the run form's intake, for URLs given to the API ---------------------------------------
+
+
+def test_an_image_url_is_taken_in_as_the_person_sees_it(
+    post, server: ImageServer, settings
+) -> None:
+    settings.SAM3WEB_OUTBOUND_ALLOW = ["127.0.0.1"]
+    url = server.url("/images/cat-exif-rotated.jpg")  # stored 451×300, shown 300×451
+    outside = post(input={"image_url": url, "point_prompts": [{"x": 350, "y": 20, "label": 1}]})
+    assert outside.status_code == 422
+    assert "300×451" in outside.json()["errors"][0]["msg"]
+    inside = post(input={"image_url": url, "point_prompts": [{"x": 20, "y": 400, "label": 1}]})
+    assert inside.status_code == 201
+    run = Run.objects.get(pk=inside.json()["id"])
+    assert (run.image.width, run.image.height) == (300, 451)
+    assert run.image.converted  # Runflow gets our upright copy, not the original URL
+
+
+def test_an_image_url_over_the_pixel_limit_is_refused(post, server: ImageServer, settings) -> None:
+    settings.SAM3WEB_OUTBOUND_ALLOW = ["127.0.0.1"]
+    msg = image_refused(post(input={"image_url": server.url("/images/bad/bomb-30000x30000.png")}))
+    assert "megapixels" in msg
+
+
+def test_an_image_url_over_the_size_limit_is_refused(post, server: ImageServer, settings) -> None:
+    settings.SAM3WEB_OUTBOUND_ALLOW = ["127.0.0.1"]
+    settings.SAM3WEB_MAX_IMAGE_BYTES = 10_000
+    msg = image_refused(post(input={"image_url": server.url("/images/cat.jpg")}))
+    assert "limit" in msg
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [("/page", "web page"), ("/status/404", "404"), ("/loop", "loop")],
+)
+def test_an_image_url_that_gives_no_image_says_why(
+    post, server: ImageServer, settings, path: str, words: str
+) -> None:
+    settings.SAM3WEB_OUTBOUND_ALLOW = ["127.0.0.1"]
+    assert words in image_refused(post(input={"image_url": server.url(path)}))
