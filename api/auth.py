@@ -28,6 +28,8 @@ LAST_USE_PRECISION = dt.timedelta(seconds=60)
 
 
 class TokenRequest(HttpRequest):
+    """A request ``api_view`` let through: the token it came with, its teammate as the user."""
+
     api_token: ApiToken
 
 

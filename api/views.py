@@ -24,7 +24,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts import budgets
 from api import callbacks
-from api.auth import api_view
+from api.auth import TokenRequest, api_view
 from api.errors import ApiError, not_found, validation
 from api.serialize import (
     EVENTS,
@@ -37,7 +37,7 @@ from api.serialize import (
 )
 from segmentation import engines, runs, schema
 from segmentation.imaging.decode import ImageRejected
-from segmentation.imaging.intake import intake_data_uri, intake_url
+from segmentation.imaging.intake import IntakeResult, intake_data_uri, intake_url
 from segmentation.imaging.store import store_image
 from segmentation.models import CallerCallback, Run
 from segmentation.schema import Issue
@@ -65,29 +65,18 @@ STATUS_FILTERS["cancelled"] = STATUS_FILTERS["canceled"]
 
 
 @api_view("POST")
-def create_run(request: HttpRequest, model_id: str = MODEL_ID) -> JsonResponse:
+def create_run(request: TokenRequest, model_id: str = MODEL_ID) -> JsonResponse:
     if model_id.strip("/") != MODEL_ID:
         raise ApiError(
             404, "MODEL_NOT_FOUND", f"sam3web runs one model, {MODEL_ID}, not {model_id}."
         )
-    token = request.api_token  # type: ignore[attr-defined]
+    token = request.api_token
     user = token.user
     body = _json_body(request)
     digest = hashlib.sha256(
         json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if len(key) > MAX_IDEMPOTENCY_KEY:
-        raise validation(
-            [
-                Issue(
-                    ("header", "Idempotency-Key"),
-                    f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} characters long.",
-                    "string_too_long",
-                )
-            ]
-        )
-    submission_key = "api:" + hashlib.sha256(key.encode()).hexdigest() if key else ""
+    submission_key = _submission_key(request)
     if submission_key:
         earlier = Run.objects.filter(owner=user, submission_key=submission_key).first()
         if earlier is not None:
@@ -111,15 +100,7 @@ def create_run(request: HttpRequest, model_id: str = MODEL_ID) -> JsonResponse:
     _check_allowance(user)
 
     input = dict(cleaned["input"])
-    image_url = str(input.pop("image_url")).strip()
-    try:
-        if image_url[:5].lower() == "data:":
-            taken, source_url, name = intake_data_uri(image_url), "", "inline image"
-        else:
-            taken, source_url = intake_url(image_url), image_url
-            name = image_url.split("?", 1)[0].rsplit("/", 1)[-1] or "image"
-    except ImageRejected as exc:
-        raise validation([Issue(("input", "image_url"), str(exc), exc.code)]) from None
+    taken, source_url, name = _take_image(str(input.pop("image_url")).strip())
     issues = schema.outside_image(
         input.get("point_prompts") or [],
         input.get("box_prompts") or [],
@@ -151,6 +132,35 @@ def create_run(request: HttpRequest, model_id: str = MODEL_ID) -> JsonResponse:
     except budgets.BudgetExceeded as exc:
         raise ApiError(402, "INSUFFICIENT_CREDIT", str(exc)) from None
     return JsonResponse(run_object(run, base_url(request)), status=201)
+
+
+def _submission_key(request: HttpRequest) -> str:
+    """The Idempotency-Key as the run's submission key: per teammate (the key's uniqueness is
+    per owner), apart from the forms' keys, and of fixed length whatever the caller sent."""
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise validation(
+            [
+                Issue(
+                    ("header", "Idempotency-Key"),
+                    f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} characters long.",
+                    "string_too_long",
+                )
+            ]
+        )
+    return "api:" + hashlib.sha256(key.encode()).hexdigest() if key else ""
+
+
+def _take_image(image_url: str) -> tuple[IntakeResult, str, str]:
+    """The image through the run form's intake: (what to store, the URL it came from, a
+    name for people)."""
+    try:
+        if image_url[:5].lower() == "data:":
+            return intake_data_uri(image_url), "", "inline image"
+        name = image_url.split("?", 1)[0].rsplit("/", 1)[-1] or "image"
+        return intake_url(image_url), image_url, name
+    except ImageRejected as exc:
+        raise validation([Issue(("input", "image_url"), str(exc), exc.code)]) from None
 
 
 def _json_body(request: HttpRequest) -> Any:
@@ -259,10 +269,10 @@ def _run_or_404(run_id: str) -> Run:
     return run
 
 
-def _own_run_or_404(request: HttpRequest, run_id: str) -> Run:
+def _own_run_or_404(request: TokenRequest, run_id: str) -> Run:
     """Writes touch only the caller's own runs; another's is as good as missing."""
     run = _run_or_404(run_id)
-    if run.owner_id != request.user.pk:
+    if run.owner_id != request.api_token.user_id:
         raise not_found()
     return run
 
@@ -274,12 +284,12 @@ def run_detail(request: HttpRequest, run_id: str) -> JsonResponse:
 
 
 @api_view("GET")
-def run_list(request: HttpRequest) -> JsonResponse:
+def run_list(request: TokenRequest) -> JsonResponse:
     """The caller's runs, newest first: ``limit`` (1–500), the cursor ``pq`` from ``next_pq``,
     ``status`` (or Runflow's ``q=status_code:…``) and ``q=client_ref:…`` to keep some."""
     limit = _limit(request.GET.get("limit"))
     runs_qs = (
-        Run.objects.filter(owner=request.api_token.user)  # type: ignore[attr-defined]
+        Run.objects.filter(owner=request.api_token.user)
         .select_related("image")
         .prefetch_related("masks")
         .order_by("-created_at", "-id")
@@ -407,7 +417,7 @@ def run_callbacks(request: HttpRequest, run_id: str) -> JsonResponse:
 
 
 @api_view("POST")
-def run_callback_redelivery(request: HttpRequest, run_id: str) -> JsonResponse:
+def run_callback_redelivery(request: TokenRequest, run_id: str) -> JsonResponse:
     """Send the run's callback again (its owner only)."""
     run = _own_run_or_404(request, run_id)
     if not run.callback_url:
