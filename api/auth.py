@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
-from django.db import DatabaseError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils import timezone
@@ -97,7 +97,13 @@ def api_view(*methods: str, public: bool = False) -> Callable[[View], View]:
                 return exc.response()
             except Http404:
                 return error_response(404, "NOT_FOUND", "Nothing here (any more).")
-            except DatabaseError:
+            except DataError:
+                # A value the database would not store, that validation let through.
+                logger.exception("API request refused by the database")
+                return error_response(
+                    422, "VALIDATION_ERROR", "A value in the request cannot be stored."
+                )
+            except (OperationalError, InterfaceError):
                 logger.exception("API request failed on the database")
                 return error_response(
                     503,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path, re_path
 
-from api import openapi, views
+from api import docs, openapi, views
 
 # Runflow's paths, as its clients call them: no trailing slashes.
 urlpatterns: list[URLPattern] = [
@@ -18,5 +18,6 @@ urlpatterns: list[URLPattern] = [
     ),
     path("v1/files/<str:token>/<str:name>", views.api_file, name="api_file"),
     path("v1/openapi.json", openapi.openapi_json, name="api_openapi"),
+    path("api/docs/", docs.api_docs, name="api_docs"),
     re_path(r"^v1/(?P<rest>.*)$", views.api_not_found),
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from typing import Any
 
@@ -188,17 +189,36 @@ def _json_body(request: HttpRequest) -> Any:
         raise validation(
             [Issue(("body",), f"The body is not valid JSON ({exc}).", "json_invalid")]
         ) from None
-    nul = _first_nul(value, ())
-    if nul is not None:
-        # Valid JSON, but no database stores it as text (PostgreSQL refuses \u0000).
-        raise validation([Issue(nul or ("body",), "Text must not contain \\u0000.", "value_error")])
+    bad = _first_bad_text(value, ())
+    if bad is not None:
+        # Valid JSON, but not text a database can store: PostgreSQL refuses \u0000, and a
+        # lone surrogate (\ud800) is no character at all.
+        raise validation(
+            [
+                Issue(
+                    bad or ("body",),
+                    "Text must not contain \\u0000 or unpaired surrogates (\\ud800).",
+                    "value_error",
+                )
+            ]
+        )
     return value
 
 
-def _first_nul(value: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
-    """Where the first text holding a NUL character is, if any (keys included)."""
+def _bad_text(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _first_bad_text(value: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+    """Where the first text that cannot be stored is, if any (keys included)."""
     if isinstance(value, str):
-        return loc if "\x00" in value else None
+        return loc if _bad_text(value) else None
     items: Any = ()
     if isinstance(value, dict):
         items = value.items()
@@ -206,9 +226,9 @@ def _first_nul(value: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...] 
         items = enumerate(value)
     for key, item in items:
         here = (*loc, key)
-        if isinstance(key, str) and "\x00" in key:
+        if isinstance(key, str) and _bad_text(key):
             return here
-        found = _first_nul(item, here)
+        found = _first_bad_text(item, here)
         if found is not None:
             return found
     return None
@@ -278,9 +298,14 @@ def _own_run_or_404(request: TokenRequest, run_id: str) -> Run:
 
 
 @api_view("GET")
-def run_detail(request: HttpRequest, run_id: str) -> JsonResponse:
-    """Any teammate's run, as the web app shows every run to every teammate."""
-    return JsonResponse(run_object(_run_or_404(run_id), base_url(request)))
+def run_detail(request: TokenRequest, run_id: str) -> JsonResponse:
+    """Any teammate's run, as the web app shows every run to every teammate (another's
+    callback_url left out: it may carry a secret of theirs)."""
+    run = _run_or_404(run_id)
+    data = run_object(run, base_url(request))
+    if run.owner_id != request.api_token.user_id:
+        data["callback_url"] = None
+    return JsonResponse(data)
 
 
 @api_view("GET")
@@ -325,7 +350,7 @@ def run_list(request: TokenRequest) -> JsonResponse:
 def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= 500:
+    if not re.fullmatch(r"[0-9]{1,4}", raw.strip()) or not 1 <= int(raw) <= 500:
         raise validation(
             [Issue(("query", "limit"), "limit must be a whole number from 1 to 500.", "int_type")]
         )
@@ -410,9 +435,10 @@ def _delivery(callback: CallerCallback) -> dict[str, Any]:
 
 
 @api_view("GET")
-def run_callbacks(request: HttpRequest, run_id: str) -> JsonResponse:
-    """The callbacks sent (or being sent) to the run's callback_url, each with its attempts."""
-    run = _run_or_404(run_id)
+def run_callbacks(request: TokenRequest, run_id: str) -> JsonResponse:
+    """The callbacks sent (or being sent) to the run's callback_url, each with its attempts
+    (the caller's own runs only: the URL may carry a secret)."""
+    run = _own_run_or_404(request, run_id)
     return JsonResponse({"items": [_delivery(c) for c in run.caller_callbacks.all()]})
 
 
@@ -432,7 +458,7 @@ def run_callback_redelivery(request: TokenRequest, run_id: str) -> JsonResponse:
 # --- files and the rest -------------------------------------------------------------------------
 
 
-@api_view("GET", public=True)
+@api_view("GET", "HEAD", public=True)
 def api_file(request: HttpRequest, token: str, name: str) -> HttpResponseBase:
     """A file of a run's output, by the signed link in the run object: no header needed,
     gone when the link expires or the run is deleted."""

@@ -404,7 +404,8 @@ def clean_option(option: Option, value: Any, loc: Loc) -> Any:
                 ]
             )
         return number
-    if value not in dict(option.choices):
+    # Not a string (an object, a list: unhashable) is as wrong as an unknown string.
+    if not isinstance(value, str) or value not in dict(option.choices):
         choices = ", ".join(value for value, _label in option.choices)
         raise SchemaError(
             [Issue(loc, f"{name} must be one of {choices}, not {_shown(value)}.", "enum")]

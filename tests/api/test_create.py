@@ -346,3 +346,17 @@ def test_an_inline_image_is_echoed_as_a_link_to_our_copy(post) -> None:
 )
 def test_text_holding_a_nul_character_is_refused(post, payload: Any, loc: list[Any]) -> None:
     assert locs(refused(post(payload))) == [loc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "loc"),
+    [
+        (b'{"input": {"prompt": "\\ud800"}}', ["input", "prompt"]),
+        (b'{"metadata": {"\\udfff": 1}}', ["metadata", "\udfff"]),
+        (b'{"client_ref": "a\\ud83d"}', ["client_ref"]),
+    ],
+)
+def test_text_holding_a_lone_surrogate_is_refused(post, raw: bytes, loc: list[Any]) -> None:
+    data = refused(post(None, raw=raw))
+    assert data["errors"][0]["loc"][0] == loc[0]
+    assert len(data["errors"]) == 1

@@ -299,3 +299,35 @@ def test_sam3webs_own_runflow_client_works_against_sam3webs_api(
         with pytest.raises(RunflowError) as denied:
             bad.get_run(made["id"])
         assert denied.value.status_code == 401
+
+
+@pytest.mark.parametrize("limit", ["²", "٣", "1e2", " 5", "5.0", "00000000001"])
+def test_a_limit_that_is_not_plain_digits_is_refused(
+    client: Client, token: str, limit: str
+) -> None:
+    response = get(client, token, "/v1/runs", limit=limit)
+    if limit == " 5":
+        assert response.status_code == 200
+        return
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["query", "limit"]
+
+
+def test_another_teammates_callback_url_and_deliveries_stay_theirs(
+    client: Client, owner, teammate, token: str
+) -> None:
+    theirs = finished_run(teammate, masks=1)
+    Run.objects.filter(pk=theirs.pk).update(callback_url="https://example.com/hook?secret=s3")
+    assert get(client, token, f"/v1/runs/{theirs.pk}").json()["callback_url"] is None
+    assert get(client, token, f"/v1/runs/{theirs.pk}/callback").status_code == 404
+    _row, their_token = ApiToken.issue(teammate, "own")
+    own = get(client, their_token, f"/v1/runs/{theirs.pk}").json()
+    assert own["callback_url"] == "https://example.com/hook?secret=s3"
+
+
+def test_file_links_answer_head(client: Client, owner, token: str) -> None:
+    run = finished_run(owner, masks=1)
+    url = get(client, token, f"/v1/runs/{run.pk}").json()["output"]["model_data"]["masks"][0]["url"]
+    head = Client().head(url.removeprefix("http://testserver"))
+    assert head.status_code == 200
+    assert head["Content-Type"] == "image/png"
