@@ -1,4 +1,5 @@
-"""The accounts forms: adding a teammate, and the first admin of a fresh install."""
+"""The accounts forms: adding a teammate, the first admin of a fresh install, a teammate's
+monthly budget, and a new API token."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 from django.utils.safestring import mark_safe
+
+from accounts import team
+from accounts.models import ApiToken
 
 PASSWORD_HELP = (
     "At least 8 characters, not only digits, not a common password and not like the username."
@@ -80,3 +84,54 @@ class FirstAdminForm(_AccountForm):
         # The code comes first on the page, so the cursor starts there.
         self.fields["username"].widget.attrs.pop("autofocus", None)
         self.fields["setup_code"].widget.attrs["autofocus"] = True
+
+
+class BudgetForm(forms.Form):
+    """An admin sets a teammate's monthly budget in dollars, or lifts it (left empty)."""
+
+    amount = forms.CharField(
+        label="Monthly budget (dollars)",
+        required=False,
+        max_length=20,
+        help_text="Like 25 or 12.50. Leave it empty for no limit; 0 stops all their runs.",
+        widget=forms.TextInput(
+            attrs={"inputmode": "decimal", "autocomplete": "off", "placeholder": "No limit"}
+        ),
+    )
+
+    def clean_amount(self) -> Any:
+        try:
+            return team.dollars(self.cleaned_data["amount"])
+        except ValueError as refused:
+            raise forms.ValidationError(str(refused)) from None
+
+
+class TokenForm(forms.Form):
+    """A new API token: only its name is asked for (the token itself is made by sam3web)."""
+
+    name = forms.CharField(
+        label="Token name",
+        max_length=100,  # ApiToken.name's
+        strip=True,
+        help_text="What it is for, so you can tell your tokens apart: “laptop”, “nightly batch”.",
+        error_messages={"required": "Give the token a name."},
+        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "e.g. laptop"}),
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"]
+        # Two live tokens with one name could not be told apart in the list, the history or
+        # the usage page; a revoked one's name may be used again.
+        taken = ApiToken.objects.filter(
+            user=self.user, name__iexact=name, revoked_at__isnull=True
+        ).exists()
+        if taken:
+            raise forms.ValidationError(
+                f"You already have a token named “{name}”. Choose another name, or revoke "
+                "that one first."
+            )
+        return name

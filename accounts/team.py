@@ -4,15 +4,26 @@ with the rules that keep a team from locking itself out. An admin is a user with
 Django's admin works for them, and stopping clears both.
 
 Accounts are never deleted here: a disabled teammate cannot sign in (Django refuses inactive
-users, and their open sessions stop at the next request) but their runs stay theirs."""
+users, and their open sessions stop at the next request), nor can their API tokens be used
+(the API checks the account on every request), but their runs stay theirs.
+
+Budgets: an admin sets each teammate's monthly budget in dollars, or lifts it (no limit);
+``accounts.budgets`` enforces it on every new run."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Sum
+
+from accounts.models import Profile
+from segmentation.models import RemovedCharge, Run, charge
+from segmentation.usage import money
 
 
 @dataclass(frozen=True)
@@ -103,8 +114,8 @@ def apply(actor: Any, target_pk: int, change: str) -> Outcome:
                 return Outcome(target, f"{name} can sign in again.", changed=True)
             return Outcome(
                 target,
-                f"{name} is disabled: they cannot sign in, and any session they have open ends. "
-                "Their runs stay.",
+                f"{name} is disabled: they cannot sign in, any session they have open ends, "
+                "and their API tokens stop working. Their runs stay.",
                 changed=True,
             )
         admin = change == "promote"
@@ -116,3 +127,72 @@ def apply(actor: Any, target_pk: int, change: str) -> Outcome:
         if admin:
             return Outcome(target, f"{name} is now an admin: they can manage the team.", True)
         return Outcome(target, f"{name} is no longer an admin.", changed=True)
+
+
+# --- budgets ------------------------------------------------------------------------------------
+
+# Profile.monthly_budget's shape: 10 digits, 2 of them cents.
+MAX_BUDGET = Decimal("99999999.99")
+
+
+def dollars(text: str) -> Decimal | None:
+    """An amount of dollars as a person types it ("25", "12.50", "$8"), or None for no limit
+    ("" or "none"). ValueError, with a message for that person, for anything else: a negative
+    amount, fractions of a cent, or commas (is "12,50" twelve dollars fifty, or 1,250?)."""
+    raw = text.strip()
+    if raw.lower() in ("", "none"):
+        return None
+    if "," in raw:
+        raise ValueError("Write the amount without commas, like 1000 or 12.50.")
+    try:
+        value = Decimal(raw.removeprefix("$").strip())
+    except InvalidOperation:
+        raise ValueError(
+            f"“{raw}” is not an amount of dollars: write it like 25 or 12.50."
+        ) from None
+    if not value.is_finite():
+        raise ValueError(f"“{raw}” is not an amount of dollars: write it like 25 or 12.50.")
+    if value < 0:
+        raise ValueError(
+            "A budget cannot be negative: write 0 to stop all runs, or leave it empty."
+        )
+    if value != value.quantize(Decimal("0.01")):
+        raise ValueError("Dollars and cents only: at most 2 digits after the point.")
+    if value > MAX_BUDGET:
+        raise ValueError(f"At most {money(MAX_BUDGET)}.")
+    return value.quantize(Decimal("0.01"))
+
+
+def set_budget(user: Any, amount: Decimal | None) -> str:
+    """Set (or, with None, lift) a teammate's monthly budget; what to tell the admin. The next
+    run checks it (under the Profile row's lock: see budgets.reserve)."""
+    profile = Profile.of(user)
+    Profile.objects.filter(pk=profile.pk).update(monthly_budget=amount)
+    name = user.get_username()
+    if amount is None:
+        return f"{name} has no monthly budget now: their runs are not limited."
+    return f"{name}’s monthly budget is now {money(amount)}."
+
+
+def spent_by_person(since: dt.datetime) -> dict[int | None, Decimal]:
+    """What each teammate's runs made since ``since`` count against their budget (user id
+    to dollars; None: deleted accounts): ``budgets.spent(user)`` for everyone at once, grouped
+    by the database in two queries rather than two per teammate. The same rule: the charge()
+    of the runs, plus what deleted runs had cost."""
+    totals: dict[int | None, Decimal] = {}
+    rows = [
+        *Run.objects.filter(created_at__gte=since)
+        .order_by()
+        .values("owner")
+        .annotate(total=Sum(charge()))
+        .values_list("owner", "total"),
+        *RemovedCharge.objects.filter(run_created_at__gte=since)
+        .order_by()
+        .values("owner")
+        .annotate(total=Sum("amount"))
+        .values_list("owner", "total"),
+    ]
+    for owner, total in rows:
+        totals[owner] = totals.get(owner, Decimal(0)) + Decimal(total or 0)
+    # SQLite sums decimals as floats: back to the cost column's places, as budgets.spent does.
+    return {owner: total.quantize(Decimal("0.000001")) for owner, total in totals.items()}

@@ -1,12 +1,14 @@
 """Signing in, the first admin account of a fresh install, and the team page where admins
-add, disable and promote teammates."""
+add, disable and promote teammates and set their monthly budgets."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
@@ -16,10 +18,13 @@ from django.db.models.functions import Lower
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from accounts import setup, team
-from accounts.forms import FirstAdminForm, TeammateForm
+from accounts import budgets, setup, team
+from accounts.forms import BudgetForm, FirstAdminForm, TeammateForm
+from accounts.models import Profile
+from segmentation.usage import money
 
 View = Callable[..., HttpResponse]
 
@@ -91,14 +96,72 @@ def admins_only(view: View) -> View:
 @require_GET
 @admins_only
 def team_list(request: HttpRequest) -> HttpResponse:
-    """Everyone with an account, admins and disabled accounts included, with their runs."""
-    people = (
+    """Everyone with an account, admins and disabled accounts included, with their runs, their
+    monthly budget and what they spent this month."""
+    people = list(
         get_user_model().objects.annotate(run_count=Count("runs")).order_by(Lower("username"), "pk")
     )
+    since = budgets.month_start()
+    spent = team.spent_by_person(since)
+    limits = dict(Profile.objects.values_list("user_id", "monthly_budget"))
+    rows = []
+    for person in people:
+        budget, used = limits.get(person.pk), spent.get(person.pk, Decimal(0))
+        rows.append(
+            {
+                "person": person,
+                "budget": money(budget) if budget is not None else "",
+                "spent": money(used),
+                "spent_any": used > 0,
+                "over": budget is not None and used >= budget,
+            }
+        )
+    team_budget = settings.SAM3WEB_TEAM_MONTHLY_BUDGET
+    # Deleted accounts' runs count against the team's budget too (budgets.spent()).
+    team_spent = sum(spent.values(), start=Decimal(0))
     return render(
         request,
         "accounts/team.html",
-        {"people": people, "changes": team.CHANGES, "active_admins": team.active_admin_count()},
+        {
+            "people": people,
+            "rows": rows,
+            "changes": team.CHANGES,
+            "active_admins": team.active_admin_count(),
+            "month": since,
+            "team_budget": money(team_budget) if team_budget is not None else "",
+            "team_spent": money(team_spent),
+            "team_left": (
+                money(max(team_budget - team_spent, Decimal(0))) if team_budget is not None else ""
+            ),
+            "team_over": team_budget is not None and team_spent >= team_budget,
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@admins_only
+def team_budget(request: HttpRequest, user_id: int) -> HttpResponse:
+    """Set or lift one teammate's monthly budget."""
+    person = get_object_or_404(get_user_model(), pk=user_id)
+    current = Profile.objects.filter(user=person).values_list("monthly_budget", flat=True).first()
+    form = BudgetForm(
+        request.POST or None, initial={"amount": "" if current is None else f"{current:f}"}
+    )
+    if request.method == "POST" and form.is_valid():
+        messages.success(request, team.set_budget(person, form.cleaned_data["amount"]))
+        return redirect(f"{reverse('team')}#teammate-{person.pk}")
+    return render(
+        request,
+        "accounts/team_budget.html",
+        {
+            "person": person,
+            "form": form,
+            "current": money(current) if current is not None else "",
+            "spent": money(budgets.spent(person)),
+            "month": budgets.month_start(),
+            "price": money(settings.SAM3WEB_PRICE_PER_IMAGE),
+        },
+        status=400 if form.errors else 200,
     )
 
 

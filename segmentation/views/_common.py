@@ -1,5 +1,6 @@
-"""What several views share: finding a run or 404, serving a stored file, and what the run
-page (and the public page) show of a run."""
+"""What several views share: finding a run or 404, serving a stored file, what the run
+page (and the public page) show of a run, and what the pages that start runs say of the
+budget."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 from django_htmx.middleware import HtmxDetails
 
+from accounts import budgets
 from segmentation import engines, exports, live
 from segmentation.imaging.render import colour_for
-from segmentation.models import Mask, Run
+from segmentation.models import CallerCallback, Mask, Run
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -24,7 +27,7 @@ class HtmxHttpRequest(HttpRequest):
 
 
 def run_or_404(run_id: Any) -> Run:
-    return get_object_or_404(Run.objects.select_related("image", "owner"), pk=run_id)
+    return get_object_or_404(Run.objects.select_related("image", "owner", "token"), pk=run_id)
 
 
 def serve(file: FieldFile, content_type: str) -> FileResponse:
@@ -50,6 +53,10 @@ def run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
     # all together, instead of starting its viewer again for each mask as it lands.
     masks = [] if run.copying else list(run.masks.all())
     deliveries = list(run.deliveries.all()[: live.DELIVERIES_SHOWN])
+    # Only API runs have callbacks to their caller: no query for the others.
+    caller_callbacks = (
+        [_caller_callback(c) for c in run.caller_callbacks.all()] if run.via_api else []
+    )
     version = live.version(run, deliveries=len(deliveries), masks=len(masks))
     return {
         "run": run,
@@ -62,6 +69,7 @@ def run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
         "masks_missing": sum(1 for m in masks if not m.file),
         "instances": [_instance(m, drawing["font_size"], image_area) for m in masks],
         "deliveries": deliveries,
+        "caller_callbacks": caller_callbacks,
         "version": version,
         **drawing,
         "image_area": image_area,
@@ -69,6 +77,21 @@ def run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
         "provider_response_json": pretty(run.provider_response),
         "output_json": pretty(run.output),
         "metadata_json": pretty(run.metadata),
+    }
+
+
+def _caller_callback(callback: CallerCallback) -> dict[str, Any]:
+    """A callback sent to the API caller, with its attempts as the page lists them (each
+    attempt's time is stored as ISO text, in a JSON list)."""
+    attempts = [
+        {**attempt, "at": parse_datetime(attempt.get("at") or "")}
+        for attempt in callback.attempts
+        if isinstance(attempt, dict)
+    ]
+    return {
+        "callback": callback,
+        "attempts": attempts,
+        "redelivery": callback.key.startswith("redelivery-"),
     }
 
 
@@ -116,3 +139,12 @@ def _instance(mask: Mask, font_size: int, image_area: int) -> dict[str, Any]:
 
 def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False) if value else ""
+
+
+def budget_context(user: Any) -> dict[str, str]:
+    """What the pages that start runs say about the budget: what is left ("" when nothing
+    limits it), and why no run can start now ("" while one can)."""
+    return {
+        "budget_text": budgets.standing(user).text,
+        "budget_refusal": budgets.refusal(user),
+    }

@@ -22,7 +22,7 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
     form = HistoryFilter(request.GET or None)
     valid = form.is_valid() if form.is_bound else True
     sort = history.SORTS[form.sort_key]
-    runs = Run.objects.select_related("owner", "image").filter(form.filters(request.user))
+    runs = Run.objects.select_related("owner", "image", "token").filter(form.filters(request.user))
     cursor_error = ""
     try:
         page = history.page_of(
@@ -55,7 +55,7 @@ def run_list_live(request: HttpRequest) -> HttpResponse:
     polling stops once none of them can change by itself."""
     ids = request.GET.getlist("ids")[: history.PER_PAGE]
     try:
-        runs = list(Run.objects.select_related("owner", "image").filter(pk__in=ids))
+        runs = list(Run.objects.select_related("owner", "image", "token").filter(pk__in=ids))
     except ValidationError:
         return HttpResponse("Run ids are UUIDs.", status=400, content_type="text/plain")
     live_ids = [r.pk for r in runs if not r.settled]

@@ -15,16 +15,18 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseStopPolling
 
+from accounts import budgets
 from segmentation import engines, runs
 from segmentation.forms import MAX_REUSE_IMAGES, ReuseForm, SubmissionKeyField
 from segmentation.models import Run
-from segmentation.views._common import options_of, pretty, prompt_drawing
+from segmentation.views._common import budget_context, options_of, pretty, prompt_drawing
 
 
 @require_http_methods(["GET", "POST"])
 def run_reuse(request: HttpRequest, run_id: Any) -> HttpResponse:
     """GET: the source run's prompt and a form for other images (and, after a POST, the runs
-    it started). POST: one new run per image, all or none."""
+    it started). POST: one new run per image, all or none; except that when the budget runs
+    out part way, the runs that fitted start and the page says the rest did not."""
     source = get_object_or_404(Run.objects.select_related("image", "owner"), pk=run_id)
     if request.method == "GET" and request.GET.get("part") == "started":
         # The "Started N runs" list, asked for again every second while some of them run.
@@ -44,8 +46,10 @@ def run_reuse(request: HttpRequest, run_id: Any) -> HttpResponse:
             form.add_error(None, unavailable)
         elif valid:
             started = _already_started(request, form) or _start_runs(request, form)
-            query = urlencode([("started", str(run.pk)) for run in started])
-            return redirect(f"{reverse('run_reuse', args=[source.pk])}?{query}")
+            if started:
+                query = urlencode([("started", str(run.pk)) for run in started])
+                return redirect(f"{reverse('run_reuse', args=[source.pk])}?{query}")
+            # None fitted in the budget: the form says why (_start_runs added the error).
     context = {
         **_started_context(_started(request, source)),
         "source": source,
@@ -53,6 +57,7 @@ def run_reuse(request: HttpRequest, run_id: Any) -> HttpResponse:
         "configured": not unavailable,
         "max_images": MAX_REUSE_IMAGES,
         "price": settings.SAM3WEB_PRICE_PER_IMAGE,
+        **budget_context(request.user),
         "options": options_of(source),
         "metadata_json": pretty(source.metadata),
         **prompt_drawing(source),
@@ -79,31 +84,56 @@ def _already_started(request: HttpRequest, form: ReuseForm) -> list[Run]:
 
 
 def _start_runs(request: HttpRequest, form: ReuseForm) -> list[Run]:
-    # One transaction for every run and its queued submit: all of them start, or none. Each
-    # run's key is the form's key and its place, so a second POST of the form finds them.
+    """Start a run per image: the runs that were started (none: the form has the error).
+
+    One transaction for every run and its queued submit: all of them start, or none (a
+    failure rolls them all back). Only the budget running out part way is different: each run
+    is charged as it is made, so the ones before it fitted, and they start; the rest are not
+    made, and the page says so (budgets.reserve keeps its locks until the commit, so no other
+    request can take the budget between the check and the runs). Each run's key is the form's
+    key and its place, so a second POST of the form finds them."""
     key = form.cleaned_data["submission_key"]
+    started: list[Run] = []
+    refused = ""
     try:
         with transaction.atomic():
-            started = [
-                runs.create_run(
-                    owner=request.user,
-                    image=taken.image,
-                    input=taken.input,
-                    metadata=form.source.metadata,
-                    source_url=taken.source_url,
-                    parent=form.source,
-                    submission_key=f"{key}:{place}" if key else "",
-                )
-                for place, taken in enumerate(form.taken)
-            ]
+            for place, taken in enumerate(form.taken):
+                try:
+                    started.append(
+                        runs.create_run(
+                            owner=request.user,
+                            image=taken.image,
+                            input=taken.input,
+                            metadata=form.source.metadata,
+                            source_url=taken.source_url,
+                            parent=form.source,
+                            submission_key=f"{key}:{place}" if key else "",
+                        )
+                    )
+                except budgets.BudgetExceeded as exc:
+                    # create_run rolled its own savepoint back: nothing of this run is left.
+                    refused = str(exc)
+                    break
     except runs.AlreadySubmitted:
         # The same form posted twice at once: the other request started them.
         return _already_started(request, form)
-    count = len(started)
-    messages.success(
-        request,
-        f"Started {count} run{'s' if count != 1 else ''} with the prompt and options of this run.",
-    )
+    count, total = len(started), len(form.taken)
+    if not started:
+        form.add_error(None, f"Nothing was started. {refused}")
+        return []
+    if refused:
+        messages.warning(
+            request,
+            f"Started {count} of {total} runs; the other {total - count} "
+            f"{'was' if total - count == 1 else 'were'} not started, because the budget is "
+            f"spent. {refused}",
+        )
+    else:
+        messages.success(
+            request,
+            f"Started {count} run{'s' if count != 1 else ''} with the prompt and options of "
+            "this run.",
+        )
     for note in form.notes():
         messages.info(request, note)
     return started

@@ -15,10 +15,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from accounts import budgets
 from segmentation import engines, live, runs
 from segmentation.forms import RunForm, SubmissionKeyField
 from segmentation.models import Run
-from segmentation.views._common import run_context, run_or_404
+from segmentation.views._common import budget_context, run_context, run_or_404
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +61,16 @@ def run_new(request: HttpRequest) -> HttpResponse:
             except runs.AlreadySubmitted as done:
                 messages.info(request, "This form was already submitted: here is the run it made.")
                 return redirect(done.run)
-            return redirect(run)
+            except budgets.BudgetExceeded as refused:
+                # Nothing was made; the image stays chosen (staged) for when there is budget.
+                form.add_error(None, str(refused))
+            else:
+                return redirect(run)
     status = 400 if form.is_bound else 200
     return render(
         request,
         "segmentation/run_new.html",
-        {"form": form, "configured": not unavailable},
+        {"form": form, "configured": not unavailable, **budget_context(request.user)},
         status=status,
     )
 
@@ -122,22 +127,37 @@ def run_status(request: HttpRequest, run_id: Any) -> HttpResponse:
 @require_POST
 def run_resubmit(request: HttpRequest, run_id: Any) -> HttpResponse:
     run = run_or_404(run_id)
-    if run.status == Run.Status.STALE:
-        # Its engine will never give this run's result: send it again as a new run.
-        try:
-            again = runs.send_as_new(run, owner=request.user)
-        except runs.AlreadySubmitted as done:
-            messages.info(request, "This run was already sent again: here is the new run.")
-            return redirect(done.run)
-        messages.success(request, "Sent again as a new run, with the same image and prompts.")
-        return redirect(again)
-    return _act(
-        request,
-        run,
-        runs.resubmit,
-        done="Submitting the run again.",
-        refused="This run is not waiting to be submitted again.",
-    )
+    try:
+        if run.status == Run.Status.STALE:
+            # Its engine will never give this run's result: send it again as a new run.
+            try:
+                again = runs.send_as_new(run, owner=request.user)
+            except runs.AlreadySubmitted as done:
+                messages.info(request, "This run was already sent again: here is the new run.")
+                return redirect(done.run)
+            messages.success(request, "Sent again as a new run, with the same image and prompts.")
+            return redirect(again)
+        return _act(
+            request,
+            run,
+            runs.resubmit,
+            done="Submitting the run again.",
+            refused="This run is not waiting to be submitted again.",
+        )
+    except budgets.BudgetExceeded as refused:
+        # A run sent again is charged again (a refused one was not): nothing was sent.
+        if run.owner_id in (None, request.user.pk) or run.status == Run.Status.STALE:
+            # Charged to whoever clicked (a new run is theirs): the refusal speaks to them.
+            messages.error(request, f"Not submitted again. {refused}")
+        else:
+            # An admin's click on a teammate's run: it stays the teammate's, so does the charge.
+            name = run.owner.get_username() if run.owner else "its owner"
+            messages.error(
+                request,
+                f"Not submitted again: it is charged to {name}, and {name}’s monthly budget "
+                "(or the team’s) is spent.",
+            )
+        return redirect(run)
 
 
 @require_POST

@@ -1,5 +1,5 @@
-"""The usage page: what the team spends, per teammate and per month, with a chart (the
-figures are ``segmentation.usage``'s)."""
+"""The usage page: what the team spends, per teammate, per API token and per month, with a
+chart (the figures are ``segmentation.usage``'s)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from accounts.models import ApiToken
 from segmentation.usage import Totals, duration, money, month_starts, usage_totals
 
 PERIODS = [("year", "Last 12 months"), ("all", "All time")]
@@ -156,6 +157,7 @@ def usage(request: HttpRequest) -> HttpResponse:
             }
         )
     context = {
+        "tokens": _token_rows(found.year_tokens if period == "year" else found.all_time_tokens),
         "form": form,
         "period": period,
         "periods": [
@@ -175,3 +177,31 @@ def usage(request: HttpRequest) -> HttpResponse:
         "empty": everything.runs == 0,
     }
     return render(request, "segmentation/usage.html", context, status=200 if valid else 400)
+
+
+def _token_rows(chosen: dict[int | None, Totals]) -> list[dict[str, Any]]:
+    """The "By API token" table: each token that made runs in the period, most spent first,
+    then the runs made in the browser. Empty when no run of the period came through the API
+    (then the table would say nothing). The names come in one small query, as the
+    teammates' do, and only when there are tokens to name."""
+    ids = [pk for pk in chosen if pk is not None]
+    if not ids:
+        return []
+    named = {
+        pk: (name, username, revoked_at)
+        for pk, name, username, revoked_at in ApiToken.objects.filter(pk__in=ids).values_list(
+            "pk", "name", "user__username", "revoked_at"
+        )
+    }
+    rows = []
+    for pk in sorted(ids, key=lambda pk: (-chosen[pk].cost, -chosen[pk].runs, named[pk][0])):
+        name, username, revoked_at = named[pk]
+        rows.append(
+            {"name": name, "owner": username, "revoked": revoked_at is not None, "api": True}
+            | _figures(chosen[pk])
+        )
+    if None in chosen:
+        rows.append(
+            {"name": "", "owner": "", "revoked": False, "api": False} | _figures(chosen[None])
+        )
+    return rows

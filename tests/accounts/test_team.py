@@ -185,8 +185,8 @@ def test_disabling_asks_first_then_ends_sign_in_and_keeps_the_runs(
     response = admin_client.post(f"/team/{teammate.pk}/disable/", follow=True)
     assert response.redirect_chain == [("/team/", 302)]
     assert messages_of(response) == [
-        "grace is disabled: they cannot sign in, and any session they have open ends. "
-        "Their runs stay."
+        "grace is disabled: they cannot sign in, any session they have open ends, and their "
+        "API tokens stop working. Their runs stay."
     ]
     teammate.refresh_from_db()
     assert not teammate.is_active

@@ -162,3 +162,33 @@ def test_a_teammate_gets_the_admins_only_page(browser, live_server, the_team) ->
     assert serious(page) == []
     shot(page, "team-403-1280")
     page.context.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_an_admin_sets_a_teammates_budget(browser, live_server, the_team, width) -> None:
+    page = signed_in_as(browser, live_server, "root", "an admin's long pass", width)
+    page.goto(f"{live_server.url}/team/")
+    assert "No limit" in row(page, "ada").inner_text()
+    page.get_by_role("link", name="Set ada’s budget").click()
+    assert page.get_by_role("heading", name="ada’s monthly budget").is_visible()
+
+    # Not an amount: said beside the field, and what was typed stays.
+    page.get_by_label("Monthly budget (dollars)").fill("12.345")
+    page.get_by_role("button", name="Save budget").click()
+    errors = page.locator("#field-amount .field-errors")
+    errors.wait_for()
+    assert "at most 2 digits after the point" in errors.inner_text()
+    assert page.get_by_label("Monthly budget (dollars)").input_value() == "12.345"
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    problems = {"budget with errors": serious(page)}
+    shot(page, f"team-budget-errors-{width}")
+
+    page.get_by_label("Monthly budget (dollars)").fill("12.50")
+    page.get_by_role("button", name="Save budget").click()
+    page.wait_for_url("**/team/#teammate-*")
+    assert "ada’s monthly budget is now $12.50." in page.locator(".messages").inner_text()
+    assert "$12.50" in row(page, "ada").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    problems["team with a budget"] = serious(page)
+    assert problems == {k: [] for k in problems}
+    page.context.close()

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
+from accounts.models import ApiToken
 from segmentation.models import Run
 from segmentation.usage import month_starts
 from tests.factories import stored_image
@@ -195,3 +196,59 @@ def test_it_is_added_up_by_the_database_in_a_fixed_number_of_queries(
     with django_assert_max_num_queries(4):  # session, user, one aggregate, the usernames
         response = signed_in.get("/usage/?period=all")
     assert response.context["all_time"]["runs"] == 30
+
+
+# --- by API token --------------------------------------------------------------------------------
+
+
+def test_spending_is_broken_down_per_api_token(
+    signed_in: Client, picture, owner, teammate, django_assert_max_num_queries
+) -> None:
+    laptop, _ = ApiToken.issue(owner, "laptop")
+    nightly, _ = ApiToken.issue(teammate, "nightly batch")
+    ApiToken.objects.filter(pk=laptop.pk).update(revoked_at=timezone.now())
+    start = this_month(1)
+    long_ago = month_starts(timezone.now())[0] - dt.timedelta(days=40)
+    for cost in ("0.005", "0.004"):  # in the browser
+        make_run(picture, owner, S.SUCCEEDED, cost=cost, created=start)
+    made = [make_run(picture, teammate, S.SUCCEEDED, cost="0.02", created=start) for _ in "ab"]
+    made += [make_run(picture, owner, S.SUCCEEDED, cost="0.001", created=start)]
+    made += [make_run(picture, teammate, S.SUCCEEDED, cost="1", created=long_ago)]
+    Run.objects.filter(pk__in=[r.pk for r in made[:2]]).update(token=nightly)
+    Run.objects.filter(pk=made[2].pk).update(token=laptop)
+    Run.objects.filter(pk=made[3].pk).update(token=nightly)
+
+    # Still one aggregate, and one small query for the tokens' names (and their owners').
+    with django_assert_max_num_queries(5):
+        response = signed_in.get("/usage/")
+    rows = response.context["tokens"]
+    assert [(r["name"], r["owner"], r["runs"], r["cost"], r["revoked"]) for r in rows] == [
+        ("nightly batch", "grace", 2, "$0.04", False),
+        ("laptop", "ada", 1, "$0.001", True),
+        ("", "", 2, "$0.009", False),  # the browser's
+    ]
+    html = response.content.decode()
+    found = re.search(r'aria-labelledby="by-token">(.*?)</section>', html, re.S)
+    assert found
+    section = found[1]
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", section))
+    assert "By API token · Last 12 months" in page
+    assert "API nightly batch grace 2" in page
+    assert "API laptop revoked ada 1" in page
+    assert "In the browser everyone 2" in page
+
+    # All time: the old run counts for its token too.
+    rows = signed_in.get("/usage/?period=all").context["tokens"]
+    assert (rows[0]["name"], rows[0]["runs"], rows[0]["cost"]) == ("nightly batch", 3, "$1.04")
+
+
+def test_without_api_runs_the_token_table_says_where_tokens_are_made(
+    signed_in: Client, team_runs
+) -> None:
+    response = signed_in.get("/usage/")
+    assert response.context["tokens"] == []
+    html = response.content.decode()
+    assert "No runs in the last 12 months came through the API." in re.sub(
+        r"\s+", " ", re.sub(r"<[^>]+>", "", html)
+    )
+    assert 'href="/api/"' in html
