@@ -119,13 +119,20 @@ class Standing:
         )
 
 
+def budget_of(owner: Any) -> Decimal | None:
+    """A teammate's own monthly budget; None: no limit."""
+    if owner is None or owner.pk is None:
+        return None
+    budget: Decimal | None = (
+        Profile.objects.filter(user=owner).values_list("monthly_budget", flat=True).first()
+    )
+    return budget
+
+
 def standing(owner: Any) -> Standing:
     team_budget = settings.SAM3WEB_TEAM_MONTHLY_BUDGET
-    budget = None
-    if owner is not None and owner.pk is not None:
-        budget = Profile.objects.filter(user=owner).values_list("monthly_budget", flat=True).first()
     return Standing(
-        budget=budget,
+        budget=budget_of(owner),
         spent=spent(owner) if owner is not None and owner.pk is not None else Decimal(0),
         team_budget=team_budget,
         team_spent=spent() if team_budget is not None else None,
@@ -134,24 +141,26 @@ def standing(owner: Any) -> Standing:
 
 def refusal(owner: Any, runs: int = 1) -> str:
     """Why ``runs`` more runs would overshoot a budget ("" when they fit). Not a promise: only
-    ``reserve`` under its lock is."""
+    ``reserve`` under its lock is. Adds up spending only for the budgets there are: a team
+    without budgets pays one indexed read per run."""
     price = settings.SAM3WEB_PRICE_PER_IMAGE * runs
-    now = standing(owner)
-    if now.budget is not None and now.spent + price > now.budget:
-        return (
-            f"Your monthly budget of {money(now.budget)} is spent ({money(now.spent)} so far "
-            f"this month; a run costs {money(settings.SAM3WEB_PRICE_PER_IMAGE)}). "
-            "An admin can raise it on the Team page."
-        )
-    if (
-        now.team_budget is not None
-        and now.team_spent is not None
-        and now.team_spent + price > now.team_budget
-    ):
-        return (
-            f"The team's monthly budget of {money(now.team_budget)} is spent "
-            f"({money(now.team_spent)} so far this month)."
-        )
+    budget = budget_of(owner)
+    if budget is not None:
+        mine = spent(owner)
+        if mine + price > budget:
+            return (
+                f"Your monthly budget of {money(budget)} is spent ({money(mine)} so far this "
+                f"month; a run costs {money(settings.SAM3WEB_PRICE_PER_IMAGE)}). "
+                "An admin can raise it on the Team page."
+            )
+    team_budget = settings.SAM3WEB_TEAM_MONTHLY_BUDGET
+    if team_budget is not None:
+        team = spent()
+        if team + price > team_budget:
+            return (
+                f"The team's monthly budget of {money(team_budget)} is spent "
+                f"({money(team)} so far this month)."
+            )
     return ""
 
 

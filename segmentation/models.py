@@ -194,9 +194,10 @@ class Run(models.Model):
             models.Index(fields=["mask_count", "id"], name="run_masks_idx"),
             models.Index(fields=["owner", "duration_ms", "id"], name="run_owner_duration_idx"),
             models.Index(fields=["owner", "mask_count", "id"], name="run_owner_masks_idx"),
-            # The usage page's aggregate reads only these columns: the index covers it.
+            # The usage page's aggregate (by teammate and by API token) reads only these
+            # columns: the index covers it.
             models.Index(
-                fields=["owner", "created_at", "status", "cost", "duration_ms"],
+                fields=["owner", "created_at", "status", "cost", "duration_ms", "token"],
                 name="run_usage_idx",
             ),
         ]

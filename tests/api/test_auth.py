@@ -116,3 +116,10 @@ def test_unknown_paths_and_methods_answer_in_json(client: Client, token: str) ->
     )
     assert other_model.status_code == 404
     assert other_model.json()["code"] == "MODEL_NOT_FOUND"
+
+
+@pytest.mark.parametrize("path", ["/v1/models/a%0Ab/runs", "/v1/%0A", "/v1/runs/%0A/callback"])
+def test_even_odd_paths_under_v1_answer_in_json(client: Client, token: str, path: str) -> None:
+    response = client.post(path, data="{}", content_type="application/json", **bearer(token))
+    assert response.status_code in (404, 405)
+    assert response["Content-Type"] == "application/json"
