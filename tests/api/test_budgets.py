@@ -171,15 +171,7 @@ def postgres_app(standin) -> Iterator[tuple[str, str]]:
     env = worker_env(standin, DATABASE_URL=server.url, SAM3WEB_API_RATE_PER_MINUTE="1000")
     proc = None
     try:
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert migrate.returncode == 0, migrate.stderr
+        server.migrate(env, ROOT)
         setup = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", SETUP],
             cwd=ROOT,

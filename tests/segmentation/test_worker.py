@@ -112,15 +112,7 @@ def test_on_postgresql_a_queued_task_wakes_the_idle_worker_at_once(postgres, sta
     """LISTEN/NOTIFY: with --interval 30 only a notification can wake the worker within a
     second, and it does, for each of three tasks queued by another process."""
     env = worker_env(standin, DATABASE_URL=postgres.url)
-    migrate = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    postgres.migrate(env, ROOT)
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "30"],
         cwd=ROOT,
