@@ -119,3 +119,22 @@ def test_the_api_page_on_a_phone(browser: Any, live_server: Any, owner: Any) -> 
         shot(page, "api-390")
     finally:
         context.close()
+
+
+def test_the_api_docs_read_well_on_a_desktop_and_a_phone(
+    page: Any, live_server: Any, browser: Any
+) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="API").click()
+    page.get_by_role("link", name="API docs").first.click()
+    page.wait_for_url("**/api/docs/")
+    text = page.locator("main").inner_text()
+    for path in ("/v1/models/meta/sam-3/image/runs", "/v1/runs/{run_id}", "/v1/runs"):
+        assert path in text
+    for field in ("max_masks", "point_prompts", "Idempotency-Key", "INSUFFICIENT_CREDIT"):
+        assert field in text
+    assert serious(page) == []
+    shot(page, "api-docs-1280")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert serious(page) == []
+    shot(page, "api-docs-390")
