@@ -360,3 +360,9 @@ def test_text_holding_a_lone_surrogate_is_refused(post, raw: bytes, loc: list[An
     data = refused(post(None, raw=raw))
     assert data["errors"][0]["loc"][0] == loc[0]
     assert len(data["errors"]) == 1
+
+
+def test_without_a_runflow_key_the_model_is_unavailable(post, settings) -> None:
+    settings.RUNFLOW_API_KEY = ""
+    data = refused(post(body()), status=503, code="MODEL_UNAVAILABLE")
+    assert "no Runflow API key" in data["message"]
