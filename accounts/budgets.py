@@ -143,8 +143,11 @@ def refusal(owner: Any, runs: int = 1) -> str:
     """Why ``runs`` more runs would overshoot a budget ("" when they fit). Not a promise: only
     ``reserve`` under its lock is. Adds up spending only for the budgets there are: a team
     without budgets pays one indexed read per run."""
+    return _refusal(owner, budget_of(owner), runs)
+
+
+def _refusal(owner: Any, budget: Decimal | None, runs: int = 1) -> str:
     price = settings.SAM3WEB_PRICE_PER_IMAGE * runs
-    budget = budget_of(owner)
     if budget is not None:
         mine = spent(owner)
         if mine + price > budget:
@@ -188,21 +191,28 @@ def reserve(owner: Any, *, via_api: bool = False) -> None:
     if settings.SAM3WEB_TEAM_MONTHLY_BUDGET is not None:
         # Always the team's row first, then the teammate's: one order, no deadlocks.
         Team.objects.select_for_update().filter(pk=Team.SINGLETON).first()
+    budget = None
     if owner is not None and owner.pk is not None:
-        list(Profile.objects.select_for_update().filter(user=owner).values_list("pk"))
+        budget = (
+            Profile.objects.select_for_update()
+            .filter(user=owner)
+            .values_list("monthly_budget", flat=True)
+            .first()
+        )
         if via_api:
             wait = rate_wait(owner)
             if wait:
                 raise RateLimited(wait)
-    reason = refusal(owner)
+    reason = _refusal(owner, budget)
     if reason:
         raise BudgetExceeded(reason)
 
 
-def prepare(owner: Any) -> None:
+def prepare(owner: Any, *, via_api: bool = False) -> None:
     """Make the rows ``reserve`` locks, before its transaction: two transactions making the
-    same row at once would have one of them fail."""
-    if owner is not None and owner.pk is not None:
+    same row at once would have one of them fail. A teammate with a budget has their row
+    already (the budget is on it); an API run always needs it, for the rate limit."""
+    if via_api and owner is not None and owner.pk is not None:
         Profile.of(owner)
     if settings.SAM3WEB_TEAM_MONTHLY_BUDGET is not None:
         Team.objects.get_or_create(pk=Team.SINGLETON)

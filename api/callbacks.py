@@ -77,9 +77,12 @@ def _fetch_problem(exc: FetchError) -> str:
 # --- when a run ends ----------------------------------------------------------------------------
 
 
-def run_changed_receiver(sender: Any, run_id: Any, **kwargs: Any) -> None:
+def run_changed_receiver(sender: Any, run_id: Any, run: Run | None = None, **kwargs: Any) -> None:
     """Queue the caller's callback when a run with a callback_url has just ended (once per
-    final status it reaches)."""
+    final status it reaches). ``run``, when the sender has it loaded, spares the read for the
+    runs without a callback_url (most runs): it is set when a run is made, never after."""
+    if run is not None and not run.callback_url:
+        return
     run = Run.objects.select_related("image").filter(pk=run_id).exclude(callback_url="").first()
     if run is None:
         return

@@ -77,7 +77,7 @@ def create_run(
         if earlier is not None:
             raise AlreadySubmitted(earlier)
     api = api or ApiRequest()
-    budgets.prepare(owner)
+    budgets.prepare(owner, via_api=api.token is not None)
     try:
         with transaction.atomic():
             budgets.reserve(owner, via_api=api.token is not None)

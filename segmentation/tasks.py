@@ -34,15 +34,16 @@ from segmentation.signals import run_changed
 logger = logging.getLogger(__name__)
 
 
-def changed(run_id: Any) -> None:
+def changed(run: Run) -> None:
     """Tell whoever follows runs (the API's callbacks to callers) that this run may have
-    changed, once the change is committed."""
+    changed, once the change is committed. ``run`` as the task loaded it: listeners read what
+    changed themselves, but may skip the read for what never changes (its callback_url)."""
 
     def send() -> None:
         # A listener's failure must not undo (or fail) the work that changed the run.
-        for receiver, error in run_changed.send_robust(sender=Run, run_id=run_id):
+        for receiver, error in run_changed.send_robust(sender=Run, run_id=run.pk, run=run):
             if isinstance(error, Exception):
-                logger.error("%s failed for run %s", receiver, run_id, exc_info=error)
+                logger.error("%s failed for run %s", receiver, run.pk, exc_info=error)
 
     transaction.on_commit(send)
 
@@ -95,7 +96,7 @@ def submit_run(run_id: str) -> str:
             request_body=run.request_body,
             image_delivery=run.image_delivery,
         )
-        changed(run.pk)
+        changed(run)
         raise
     except BaseException:
         # The worker is stopping (Ctrl+C) in the middle of the send: the request may or may not
@@ -105,7 +106,7 @@ def submit_run(run_id: str) -> str:
             lease_until=timezone.now()
         )
         raise
-    changed(run.pk)
+    changed(run)
     return outcome
 
 
@@ -142,7 +143,7 @@ def poll_run(context: TaskContext, run_id: str) -> str:
     engine = engines.for_run(run)
     # Transient or not, a look that fails is tried again later; the deadline bounds it.
     outcome = engine.refresh(run)
-    changed(run_id)
+    changed(run)
     run.refresh_from_db(fields=["status", "poll_deadline_at"])
     if run.status not in Run.AT_ENGINE:
         return outcome  # finished, or the engine does not know the run: nothing more to ask
@@ -155,7 +156,7 @@ def poll_run(context: TaskContext, run_id: str) -> str:
                 f"Check again, or look for the run at {engine.label}."
             ),
         )
-        changed(run_id)
+        changed(run)
         return "stale"
     schedule_poll(run_id, delay=poll_delay(attempt))
     return outcome
@@ -187,7 +188,7 @@ def copy_artifacts(context: TaskContext, run_id: str) -> str:
     try:
         return engines.for_run(run).store_result(run)
     finally:
-        changed(run_id)
+        changed(run)
 
 
 # --- after a stopped worker -------------------------------------------------------------------

@@ -204,7 +204,7 @@ def test_one_callback_per_run_end_however_often_the_run_is_looked_at(
     run_id = make(api, receiver.url("/ok"))
     drain(callbacks_done(run_id))
     for _ in range(3):
-        changed(run_id)
+        changed(Run.objects.get(pk=run_id))
     drain(callbacks_done(run_id))
     assert len(receiver.received) == 1
 

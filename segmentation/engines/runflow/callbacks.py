@@ -89,7 +89,7 @@ def runflow_callback(request: HttpRequest, run_id: Any, token: str) -> JsonRespo
 
 
 def _receive_callback(request: HttpRequest, run_id: Any, token: str) -> JsonResponse:
-    run = Run.objects.filter(pk=run_id).only("pk", "provider_run_id").first()
+    run = Run.objects.filter(pk=run_id).only("pk", "provider_run_id", "callback_url").first()
     limit = settings.SAM3WEB_CALLBACK_MAX_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -136,7 +136,7 @@ def _receive_callback(request: HttpRequest, run_id: Any, token: str) -> JsonResp
         return answer(400, "rejected", "run_id does not match this run")
     with transaction.atomic():
         outcome = apply_result(run.pk, result, source="callback")
-        changed(run.pk)
+        changed(run)
         return answer(200, outcome)
 
 
