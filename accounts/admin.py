@@ -13,9 +13,13 @@ from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import UserChangeForm
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from accounts import team
+from accounts.models import ApiToken
 
 for model in (DBTaskResult, Group):
     if admin.site.is_registered(model):
@@ -44,3 +48,26 @@ if admin.site.is_registered(User):
 @admin.register(User)
 class TeamUserAdmin(UserAdmin):
     form = TeamUserChangeForm
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Admins see every teammate's tokens and can revoke one (a token that leaked, say).
+    Tokens are made only on the API page: a token is shown once, to its owner."""
+
+    list_display = ["name", "user", "hint", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["name", "user__username", "hint"]
+    readonly_fields = ["user", "name", "hint", "created_at", "last_used_at", "revoked_at"]
+    exclude = ["digest"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(
+            request, f"{count} token(s) revoked: requests made with them are refused."
+        )

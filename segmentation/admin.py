@@ -10,7 +10,7 @@ class RunAdmin(admin.ModelAdmin):
     list_display = ["id", "owner", "status", "provider_run_id", "created_at"]
     list_filter = ["status"]
     search_fields = ["id", "provider_run_id", "input__prompt"]
-    raw_id_fields = ["image", "owner"]
+    raw_id_fields = ["image", "owner", "parent", "token"]
     readonly_fields = ["created_at", "updated_at", "submitted_at"]
 
 

@@ -68,3 +68,33 @@ def test_with_two_admins_one_can_be_disabled_in_the_admin(admin_client: Client, 
     assert response.status_code == 302
     owner.refresh_from_db()
     assert not owner.is_active
+
+
+def test_an_admin_revokes_a_teammates_leaked_token(admin_client: Client, owner) -> None:
+    from accounts.models import ApiToken
+
+    row, raw = ApiToken.issue(owner, "laptop")
+    listed = admin_client.get("/admin/accounts/apitoken/").content.decode()
+    assert "laptop" in listed and row.hint in listed
+    assert (
+        row.digest
+        not in admin_client.get(f"/admin/accounts/apitoken/{row.pk}/change/").content.decode()
+    )
+    assert admin_client.get("/admin/accounts/apitoken/add/").status_code == 403
+    done = admin_client.post(
+        "/admin/accounts/apitoken/",
+        {"action": "revoke", "_selected_action": [row.pk]},
+        follow=True,
+    )
+    assert "1 token(s) revoked" in done.content.decode()
+    response = Client().get("/v1/runs", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 401
+
+
+def test_run_changes_in_the_admin_do_not_list_every_token(admin_client: Client, owner) -> None:
+    from tests.factories import make_run
+
+    run = make_run(owner)
+    page = admin_client.get(f"/admin/segmentation/run/{run.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="token"' in page.content.decode()
