@@ -9,7 +9,7 @@ the model could not be expected to show the original the way the person sees it.
 
 Settings are read at call time, so ``override_settings`` works in tests:
 ``SAM3WEB_MAX_IMAGE_BYTES``, ``SAM3WEB_MAX_IMAGE_PIXELS``, ``SAM3WEB_FETCH_TIMEOUT``,
-``SAM3WEB_FETCH_MAX_REDIRECTS`` and ``SAM3WEB_FETCH_ALLOW_PRIVATE``.
+``SAM3WEB_FETCH_MAX_REDIRECTS`` and ``SAM3WEB_OUTBOUND_ALLOW`` (private hosts that may be reached).
 """
 
 from __future__ import annotations

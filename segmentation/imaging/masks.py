@@ -12,7 +12,7 @@
 Settings are read at call time: ``SAM3WEB_ARTIFACT_TIMEOUT`` (30 s),
 ``SAM3WEB_ARTIFACT_MAX_BYTES`` (50 MiB), ``SAM3WEB_ARTIFACT_BACKOFF`` (0.5 s), and the image
 ones: ``SAM3WEB_MAX_IMAGE_PIXELS``, ``SAM3WEB_FETCH_MAX_REDIRECTS``,
-``SAM3WEB_FETCH_ALLOW_PRIVATE``.
+``SAM3WEB_OUTBOUND_ALLOW``.
 """
 
 from __future__ import annotations
