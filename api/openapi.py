@@ -16,13 +16,12 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
 from api.auth import api_view
-from api.serialize import MODEL_ID
+from api.serialize import MODEL_ID, RUN_STATUSES
 from segmentation import schema
 
 JSON = "application/json"
 Schema = dict[str, Any]
 
-RUN_STATUSES = ["queued", "dispatching", "running", "succeeded", "failed", "canceled"]
 CALLBACK_EVENTS = ["run.completed", "run.failed", "run.cancelled"]
 DELIVERY_STATES = ["sending", "delivered", "failed"]
 # An example run id, for the examples only.
@@ -427,6 +426,50 @@ def run_list_schema() -> Schema:
     }
 
 
+def me_schema() -> Schema:
+    dollars: Schema = {"type": ["string", "null"], "description": "Dollars (a decimal string)."}
+    return {
+        "type": "object",
+        "title": "Me",
+        "properties": {
+            "id": {"type": "integer"},
+            "username": {"type": "string"},
+            "token": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "hint": {"type": "string", "description": "The token's first characters."},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+                "required": ["name", "hint", "created_at", "last_used_at"],
+            },
+            "budget": {
+                "type": "object",
+                "description": "This month's spending; null budgets are no limit.",
+                "properties": {
+                    "monthly": dollars,
+                    "spent_this_month": dollars,
+                    "team_monthly": dollars,
+                    "team_spent_this_month": dollars,
+                    "left": {**dollars, "description": "The tighter of the two; null: no limit."},
+                    "price_per_run": dollars,
+                },
+                "required": [
+                    "monthly",
+                    "spent_this_month",
+                    "team_monthly",
+                    "team_spent_this_month",
+                    "left",
+                    "price_per_run",
+                ],
+            },
+            "rate_limit_per_minute": {"type": "integer", "minimum": 1},
+        },
+        "required": ["id", "username", "token", "budget", "rate_limit_per_minute"],
+    }
+
+
 def delivery_schema() -> Schema:
     return {
         "type": "object",
@@ -824,9 +867,9 @@ def paths() -> dict[str, Schema]:
                     {
                         "name": "q",
                         "in": "query",
-                        "description": "Runflow's filter, by status only here: "
-                        "status_code:succeeded. Several clauses joined with AND keep the runs "
-                        "in any of their statuses, as status does.",
+                        "description": "Runflow's filter, by status and client_ref here: "
+                        "status_code:succeeded AND client_ref:row-17. Several status_code "
+                        "clauses keep the runs in any of their statuses, as status does.",
                         "schema": {"type": "string"},
                         "example": "status_code:succeeded",
                     },
@@ -835,6 +878,48 @@ def paths() -> dict[str, Schema]:
                     "200": json_answer("A page of runs.", ref("RunList")),
                     "401": error("401"),
                     "422": error("422", "limit, pq, status or q is not valid."),
+                    "503": error("503", DATABASE_BUSY, ["SERVICE_UNAVAILABLE"]),
+                },
+            }
+        },
+        "/v1/runs/statuses": {
+            "get": {
+                "operationId": "listRunStatuses",
+                "tags": ["Runs"],
+                "summary": "List the statuses",
+                "description": "Every status_code a run reads as, in the order a run passes "
+                "through them.",
+                "security": [{"bearerAuth": []}],
+                "responses": {
+                    "200": json_answer(
+                        "The statuses.",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "items": {
+                                    "type": "array",
+                                    "items": {"type": "string", "enum": RUN_STATUSES},
+                                }
+                            },
+                            "required": ["items"],
+                        },
+                    ),
+                    "401": error("401"),
+                    "503": error("503", DATABASE_BUSY, ["SERVICE_UNAVAILABLE"]),
+                },
+            }
+        },
+        "/v1/auth/me": {
+            "get": {
+                "operationId": "getMe",
+                "tags": ["About"],
+                "summary": "Check your token",
+                "description": "Whose token this is, and what they may still spend this month "
+                "(their budget and the team's) and how many runs a minute they may create.",
+                "security": [{"bearerAuth": []}],
+                "responses": {
+                    "200": json_answer("The token's teammate.", ref("Me")),
+                    "401": error("401"),
                     "503": error("503", DATABASE_BUSY, ["SERVICE_UNAVAILABLE"]),
                 },
             }
@@ -1011,6 +1096,7 @@ def document(base: str) -> dict[str, Any]:
                 "CallbackDelivery": delivery_schema(),
                 "CallbackPayload": callback_payload_schema(),
                 "Error": error_schema(),
+                "Me": me_schema(),
             },
         },
     }

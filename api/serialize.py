@@ -25,6 +25,8 @@ from segmentation.models import Mask, Run
 MODEL_ID = "meta/sam-3/image"
 FILE_SALT = "sam3web.api-file"
 S = Run.Status
+# Every status_code a run reads as, in the order a run passes through them.
+RUN_STATUSES = ["queued", "dispatching", "running", "succeeded", "failed", "canceled"]
 
 
 def base_url(request: HttpRequest) -> str:

@@ -8,7 +8,10 @@ from api import docs, openapi, views
 urlpatterns: list[URLPattern] = [
     path("v1/models/meta/sam-3/image/runs", views.create_run, name="api_create_run"),
     path("v1/models/<path:model_id>/runs", views.create_run, name="api_create_model_run"),
+    path("v1/auth/me", views.auth_me, name="api_me"),
     path("v1/runs", views.run_list, name="api_runs"),
+    # Before the run's own path, which would take "statuses" for an id.
+    path("v1/runs/statuses", views.run_statuses, name="api_run_statuses"),
     path("v1/runs/<str:run_id>", views.run_detail, name="api_run"),
     path("v1/runs/<str:run_id>/callback", views.run_callbacks, name="api_run_callbacks"),
     path(

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -30,8 +31,10 @@ from api.errors import ApiError, not_found, validation
 from api.serialize import (
     EVENTS,
     MODEL_ID,
+    RUN_STATUSES,
     base_url,
     content_type_of,
+    iso,
     run_object,
     status_code,
     unsign_file,
@@ -416,6 +419,48 @@ def _cursor(raw: str) -> tuple[Any, uuid.UUID]:
     if created_at is None:
         raise refused
     return created_at, pk
+
+
+@api_view("GET")
+def run_statuses(request: TokenRequest) -> JsonResponse:
+    """Runflow's list of the statuses a run reads as, in their order."""
+    return JsonResponse({"items": RUN_STATUSES})
+
+
+# --- the caller ---------------------------------------------------------------------------------
+
+
+def _dollars(amount: Decimal | None) -> str | None:
+    return None if amount is None else f"{amount.normalize():f}"
+
+
+@api_view("GET")
+def auth_me(request: TokenRequest) -> JsonResponse:
+    """Who the token belongs to, and what they may still spend: Runflow's key check, with
+    sam3web's budget and rate limit (a script can check before a long job)."""
+    token = request.api_token
+    standing = budgets.standing(token.user)
+    return JsonResponse(
+        {
+            "id": token.user_id,
+            "username": token.user.get_username(),
+            "token": {
+                "name": token.name,
+                "hint": token.hint,
+                "created_at": iso(token.created_at),
+                "last_used_at": iso(token.last_used_at),
+            },
+            "budget": {
+                "monthly": _dollars(standing.budget),
+                "spent_this_month": _dollars(standing.spent),
+                "team_monthly": _dollars(standing.team_budget),
+                "team_spent_this_month": _dollars(standing.team_spent),
+                "left": _dollars(standing.left),
+                "price_per_run": _dollars(settings.SAM3WEB_PRICE_PER_IMAGE),
+            },
+            "rate_limit_per_minute": settings.SAM3WEB_API_RATE_PER_MINUTE,
+        }
+    )
 
 
 # --- callbacks ----------------------------------------------------------------------------------

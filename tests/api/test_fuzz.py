@@ -198,6 +198,8 @@ REACHES = {
     "POST /v1/models/meta/sam-3/image/runs": {201, 422},
     "POST /v1/models/{model_id}/runs": {404, 422},
     "GET /v1/runs": {200, 422},
+    "GET /v1/runs/statuses": {200},
+    "GET /v1/auth/me": {200},
     "GET /v1/runs/{run_id}": {200, 404},
     "GET /v1/runs/{run_id}/callback": {200, 404},
     "POST /v1/runs/{run_id}/callback-redeliveries": {201, 404, 422},

@@ -14,7 +14,7 @@ from django.core import signing
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, Profile
 from api.serialize import FILE_SALT
 from segmentation import runs
 from segmentation.models import Run
@@ -331,3 +331,34 @@ def test_file_links_answer_head(client: Client, owner, token: str) -> None:
     head = Client().head(url.removeprefix("http://testserver"))
     assert head.status_code == 200
     assert head["Content-Type"] == "image/png"
+
+
+def test_a_token_is_checked_as_runflows_auth_me_checks_a_key(
+    client: Client, owner, token: str, settings
+) -> None:
+    settings.SAM3WEB_TEAM_MONTHLY_BUDGET = Decimal("10.00")
+    profile = Profile.of(owner)
+    profile.monthly_budget = Decimal("1.00")
+    profile.save()
+    make_run(owner, status=Run.Status.QUEUED)
+    me = get(client, token, "/v1/auth/me")
+    assert me.status_code == 200
+    data = me.json()
+    assert data["username"] == "ada"
+    assert data["token"]["name"] == "laptop"
+    assert data["token"]["hint"] == token[:12]
+    assert data["budget"] == {
+        "monthly": "1",
+        "spent_this_month": "0.005",
+        "team_monthly": "10",
+        "team_spent_this_month": "0.005",
+        "left": "0.995",
+        "price_per_run": "0.005",
+    }
+    assert data["rate_limit_per_minute"] == settings.SAM3WEB_API_RATE_PER_MINUTE
+    assert client.get("/v1/auth/me").status_code == 401
+
+
+def test_the_statuses_are_listed_in_order(client: Client, token: str) -> None:
+    items = get(client, token, "/v1/runs/statuses").json()["items"]
+    assert items == ["queued", "dispatching", "running", "succeeded", "failed", "canceled"]
