@@ -16,8 +16,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
-from api.openapi import RUN_STATUSES, document, status_list_pattern
-from api.serialize import callback_payload, run_object
+from api.openapi import document, status_list_pattern
+from api.serialize import RUN_STATUSES, callback_payload, run_object
 from segmentation import schema
 from segmentation.models import Run
 from tests.factories import finished_run, make_run
