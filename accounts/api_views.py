@@ -7,7 +7,6 @@ database keeps only its hash. The page is never cached: it shows a secret."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from django.contrib import messages
@@ -21,18 +20,17 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts import budgets
 from accounts.forms import TokenForm
-from accounts.models import ApiToken, Profile
+from accounts.models import ROTATION_GRACE, ApiToken, Profile
+from api.serialize import base_url
 from segmentation.usage import money
 
 # The session key of a token just made: {"id": row id, "token": the token}, popped by the
 # next page.
 NEW_TOKEN = "sam3web.new_api_token"
 # Runflow's model page examples, as they are there, with this server's address and token.
-RUNS_PATH = "/v1/models/meta/sam-3/image/runs"
 EXAMPLE_IMAGE = "https://v3b.fal.media/files/b/0a92a995/fV5oYdcCV3NAmgWJISpIP_tmpdddcks4v.png"
 EXAMPLE_CALLBACK = "https://your-server.com/webhook"
 PLACEHOLDER = "SAM3WEB_API_KEY"
-ROTATION_GRACE = dt.timedelta(hours=24)
 LANGUAGES = [("python", "Python"), ("node", "Node.js"), ("curl", "cURL")]
 
 
@@ -40,7 +38,7 @@ def examples(base: str, token: str = "") -> dict[str, str]:
     """Python (requests), Node.js (fetch) and cURL, written as Runflow's SAM 3 page writes
     them, so its readers recognise them line for line: Runflow's address becomes ``base`` and
     its key placeholder (RUNFLOW_API_KEY; $RUNFLOW_API_KEY in the shell) ours, or ``token``."""
-    url = f"{base}{RUNS_PATH}"
+    url = base + reverse("api_create_run")
     key = token or PLACEHOLDER
     shell_key = token or f"${PLACEHOLDER}"
     python = f"""import requests
@@ -125,16 +123,6 @@ def verify(raw_body: bytes, signature: str) -> bool:
 '''
 
 
-def base_address(request: HttpRequest) -> str:
-    """This server as the teammate reached it, without the trailing slash."""
-    return request.build_absolute_uri("/").rstrip("/")
-
-
-def in_grace(profile: Profile) -> bool:
-    """Whether callbacks are still signed with the secret from before the last rotation."""
-    return profile.signing_secret() != profile.callback_secret
-
-
 def _page(
     request: HttpRequest, form: TokenForm | None = None, *, status: int = 200
 ) -> HttpResponse:
@@ -145,9 +133,9 @@ def _page(
     if new_token and not any(t.pk == new_token.get("id") and t.active for t in tokens):
         new_token = None  # revoked (in another tab) before it was ever shown
     profile = Profile.of(user)
-    grace = in_grace(profile)
+    grace = profile.in_grace
     standing = budgets.standing(user)
-    base = base_address(request)
+    base = base_url(request)
     raw = new_token["token"] if new_token else ""
     code = examples(base, raw)
     context = {
@@ -164,7 +152,7 @@ def _page(
         # What "keeps signing for 24 hours" would mean if rotated now (Profile.rotate's grace).
         "rotate_until": timezone.now() + ROTATION_GRACE,
         "base": base,
-        "runs_url": f"{base}{RUNS_PATH}",
+        "runs_url": base + reverse("api_create_run"),
         "examples": [{"id": lang, "label": label, "code": code[lang]} for lang, label in LANGUAGES],
         "spent_text": money(standing.spent),
         "placeholder": PLACEHOLDER,
@@ -216,7 +204,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 @require_POST
 def secret_rotate(request: HttpRequest) -> HttpResponse:
     profile = Profile.of(request.user)
-    if in_grace(profile):
+    if profile.in_grace:
         # A second rotation now would stop the secret that signs today, at once, and sign
         # with one no receiver has seen yet: the 24 hours would mean nothing. One at a time.
         messages.error(
@@ -225,7 +213,7 @@ def secret_rotate(request: HttpRequest) -> HttpResponse:
             "stops by itself), then rotate again.",
         )
         return redirect(f"{reverse('api_tokens')}#signing-secret")
-    profile.rotate(grace=ROTATION_GRACE)
+    profile.rotate()
     assert profile.previous_until is not None
     until = date_format(timezone.localtime(profile.previous_until), "j M Y, H:i T")
     messages.success(
@@ -240,7 +228,7 @@ def secret_rotate(request: HttpRequest) -> HttpResponse:
 @require_POST
 def secret_end_grace(request: HttpRequest) -> HttpResponse:
     profile = Profile.of(request.user)
-    if not in_grace(profile):
+    if not profile.in_grace:
         messages.info(request, "The old secret had already stopped signing callbacks.")
     else:
         profile.end_grace()

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Profile, Team
@@ -51,18 +51,42 @@ def month_start(now: dt.datetime | None = None) -> dt.datetime:
     return month_starts(now or timezone.now(), 1)[0]
 
 
+def _since(since: dt.datetime | None) -> tuple[QuerySet[Run], QuerySet[RemovedCharge]]:
+    """The runs made since ``since`` (this month by default), and the deleted ones' charges."""
+    since = since or month_start()
+    return (
+        Run.objects.filter(created_at__gte=since).order_by(),
+        RemovedCharge.objects.filter(run_created_at__gte=since).order_by(),
+    )
+
+
+def _dollars(total: Any) -> Decimal:
+    # SQLite sums decimals as floats: back to the cost column's places.
+    return Decimal(total or 0).quantize(Decimal("0.000001"))
+
+
 def spent(owner: Any = None, *, since: dt.datetime | None = None) -> Decimal:
     """What runs made since ``since`` (this month by default) count against budgets: the
     teammate's runs when ``owner`` is given, else everyone's."""
-    since = since or month_start()
-    runs = Run.objects.filter(created_at__gte=since)
-    removed = RemovedCharge.objects.filter(run_created_at__gte=since)
+    runs, removed = _since(since)
     if owner is not None:
         runs, removed = runs.filter(owner=owner), removed.filter(owner=owner)
     total = runs.aggregate(total=Sum(charge()))["total"] or 0
     total += removed.aggregate(total=Sum("amount"))["total"] or 0
-    # SQLite sums decimals as floats: back to the cost column's places.
-    return Decimal(total).quantize(Decimal("0.000001"))
+    return _dollars(total)
+
+
+def spent_by_owner(since: dt.datetime | None = None) -> dict[int | None, Decimal]:
+    """``spent(user)`` for every teammate at once (user id to dollars; None: deleted
+    accounts), grouped by the database in two queries rather than two per teammate."""
+    runs, removed = _since(since)
+    totals: dict[int | None, Decimal] = {}
+    for owner, total in [
+        *runs.values("owner").annotate(total=Sum(charge())).values_list("owner", "total"),
+        *removed.values("owner").annotate(total=Sum("amount")).values_list("owner", "total"),
+    ]:
+        totals[owner] = totals.get(owner, Decimal(0)) + Decimal(total or 0)
+    return {owner: _dollars(total) for owner, total in totals.items()}
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,10 @@ class Team(models.Model):
         return "Team"
 
 
+# How long the old secret keeps signing after a rotation.
+ROTATION_GRACE = dt.timedelta(hours=24)
+
+
 class Profile(models.Model):
     """What sam3web keeps about a teammate beside Django's user: their monthly budget and the
     secret that signs the callbacks their API runs send. Made when first needed."""
@@ -127,7 +131,12 @@ class Profile(models.Model):
             return self.previous_secret
         return self.callback_secret
 
-    def rotate(self, grace: dt.timedelta = dt.timedelta(hours=24)) -> None:
+    @property
+    def in_grace(self) -> bool:
+        """Whether callbacks are still signed with the secret from before the last rotation."""
+        return self.signing_secret() != self.callback_secret
+
+    def rotate(self, grace: dt.timedelta = ROTATION_GRACE) -> None:
         self.previous_secret = self.callback_secret
         self.previous_until = timezone.now() + grace
         self.callback_secret = self.new_secret()

@@ -12,17 +12,14 @@ Budgets: an admin sets each teammate's monthly budget in dollars, or lifts it (n
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Sum
 
 from accounts.models import Profile
-from segmentation.models import RemovedCharge, Run, charge
 from segmentation.usage import money
 
 
@@ -172,27 +169,3 @@ def set_budget(user: Any, amount: Decimal | None) -> str:
     if amount is None:
         return f"{name} has no monthly budget now: their runs are not limited."
     return f"{name}’s monthly budget is now {money(amount)}."
-
-
-def spent_by_person(since: dt.datetime) -> dict[int | None, Decimal]:
-    """What each teammate's runs made since ``since`` count against their budget (user id
-    to dollars; None: deleted accounts): ``budgets.spent(user)`` for everyone at once, grouped
-    by the database in two queries rather than two per teammate. The same rule: the charge()
-    of the runs, plus what deleted runs had cost."""
-    totals: dict[int | None, Decimal] = {}
-    rows = [
-        *Run.objects.filter(created_at__gte=since)
-        .order_by()
-        .values("owner")
-        .annotate(total=Sum(charge()))
-        .values_list("owner", "total"),
-        *RemovedCharge.objects.filter(run_created_at__gte=since)
-        .order_by()
-        .values("owner")
-        .annotate(total=Sum("amount"))
-        .values_list("owner", "total"),
-    ]
-    for owner, total in rows:
-        totals[owner] = totals.get(owner, Decimal(0)) + Decimal(total or 0)
-    # SQLite sums decimals as floats: back to the cost column's places, as budgets.spent does.
-    return {owner: total.quantize(Decimal("0.000001")) for owner, total in totals.items()}

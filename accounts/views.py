@@ -102,7 +102,7 @@ def team_list(request: HttpRequest) -> HttpResponse:
         get_user_model().objects.annotate(run_count=Count("runs")).order_by(Lower("username"), "pk")
     )
     since = budgets.month_start()
-    spent = team.spent_by_person(since)
+    spent = budgets.spent_by_owner(since)
     limits = dict(Profile.objects.values_list("user_id", "monthly_budget"))
     rows = []
     for person in people:

@@ -77,19 +77,20 @@ def _fetch_problem(exc: FetchError) -> str:
 # --- when a run ends ----------------------------------------------------------------------------
 
 
-def run_changed_receiver(sender: Any, run_id: Any, run: Run | None = None, **kwargs: Any) -> None:
+def run_changed_receiver(sender: Any, run_id: Any, run: Run | None = None, **kwargs: Any) -> bool:
     """Queue the caller's callback when a run with a callback_url has just ended (once per
-    final status it reaches). ``run``, when the sender has it loaded, spares the read for the
-    runs without a callback_url (most runs): it is set when a run is made, never after."""
+    final status it reaches); whether one was queued. ``run``, when the sender has it loaded,
+    spares the read for the runs without a callback_url (most runs): it is set when a run is
+    made, never after."""
     if run is not None and not run.callback_url:
-        return
+        return False
     run = Run.objects.select_related("image").filter(pk=run_id).exclude(callback_url="").first()
     if run is None:
-        return
+        return False
     status = status_code(run)
     if status not in EVENTS or run.caller_callbacks.filter(key=status).exists():
-        return
-    queue(run, key=status)
+        return False
+    return queue(run, key=status) is not None
 
 
 def queue(run: Run, *, key: str) -> CallerCallback | None:
@@ -127,9 +128,7 @@ def recover(sender: Any = None, **kwargs: Any) -> int:
     since = timezone.now() - RECOVER_WITHIN
     ended = Run.objects.filter(updated_at__gte=since).exclude(callback_url="")
     for run_id in ended.values_list("pk", flat=True):
-        before = CallerCallback.objects.filter(run_id=run_id).count()
-        run_changed_receiver(None, run_id)
-        count += CallerCallback.objects.filter(run_id=run_id).count() - before
+        count += run_changed_receiver(None, run_id)
     queued = {
         str(args[0])
         for args in DBTaskResult.objects.filter(

@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
     ROOT,
+    answering,
     free_port,
     pct,
     served_env,
@@ -87,14 +88,7 @@ def start_standin(port: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for _ in range(200):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/v1/auth/me", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the stand-in did not start")
+    return answering(proc, f"http://127.0.0.1:{port}/v1/auth/me", "the stand-in")
 
 
 def post_ms(client: httpx.Client, url: str, n: int) -> float:

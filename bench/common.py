@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -47,7 +49,6 @@ def free_port() -> int:
 def start_gunicorn(port: int, env: dict[str, str], *, workers: int = 2) -> subprocess.Popen:
     """The app under gunicorn as bin/serve runs it (sam3web/gunicorn_conf.py: gthread), with
     `workers` processes, answering once it is up."""
-    import httpx
 
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "python:sam3web.gunicorn_conf"],
@@ -62,14 +63,19 @@ def start_gunicorn(port: int, env: dict[str, str], *, workers: int = 2) -> subpr
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return answering(proc, f"http://127.0.0.1:{port}/accounts/login/", "gunicorn")
+
+
+def answering(proc: subprocess.Popen, url: str, what: str) -> subprocess.Popen:
+    """``proc`` once ``url`` answers (within 10 s); killed, and an error, if it never does."""
     for _ in range(200):
         try:
-            httpx.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
+            httpx.get(url, timeout=1)
             return proc
         except httpx.HTTPError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError("gunicorn did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
 @contextmanager

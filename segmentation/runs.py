@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts import budgets
 from segmentation import engines, tasks
-from segmentation.models import RemovedCharge, Run, SourceImage, charge
+from segmentation.models import RemovedCharge, Run, SourceImage
 
 if TYPE_CHECKING:
     from accounts.models import ApiToken
@@ -191,11 +191,7 @@ def delete_run(run_id: Any) -> bool:
         names = [f.name for f in (run.thumbnail, run.overlay, run.preview) if f.name]
         names += [name for name in run.masks.values_list("file", flat=True) if name]
         image = run.image
-        amount = (
-            Run.objects.filter(pk=run.pk)
-            .annotate(amount=charge())
-            .values_list("amount", flat=True)[0]
-        )
+        amount = run.cost_shown  # charge()'s rule, on the row already read
         if amount:  # Runflow billed it: budgets keep counting it
             RemovedCharge.objects.create(
                 owner_id=run.owner_id,

@@ -113,7 +113,7 @@ def test_the_teams_spending_is_worked_out_in_a_fixed_number_of_queries(
         response = admin_client.get("/team/")
     assert response.status_code == 200
     # The grouped sums agree with budgets.spent for everyone.
-    found = team.spent_by_person(budgets.month_start())
+    found = budgets.spent_by_owner(budgets.month_start())
     for person in django_user_model.objects.all():
         assert found.get(person.pk, Decimal(0)) == budgets.spent(person), person
 
