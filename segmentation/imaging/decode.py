@@ -1,12 +1,15 @@
 """What every piece of image code shares: which formats we parse, reading only a header,
 the most helpful refusal for bytes we cannot read, EXIF orientation, and high-bit images made
-displayable. Untrusted bytes only ever meet the five Pillow parsers registered here."""
+displayable. Untrusted bytes only ever meet the Pillow parsers registered here: five for images we
+store and engines return (OPEN_ORDER), those and TIFF and HEIF for what people give us
+(INTAKE_ORDER), which intake always converts to one of the five."""
 
 from __future__ import annotations
 
 import io
 import logging
 
+import pillow_heif
 from django.conf import settings
 
 # Importing the plugins registers them with Pillow, so Image.OPEN holds exactly these.
@@ -18,14 +21,25 @@ from PIL import (
     ImageFile,
     JpegImagePlugin,  # noqa: F401
     PngImagePlugin,  # noqa: F401
+    TiffImagePlugin,  # noqa: F401
     WebPImagePlugin,  # noqa: F401
 )
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_FORMATS_TEXT = "JPEG, PNG, WebP, GIF or AVIF"
+# Phones' HEIC/HEIF through libheif. pillow-heif 1.x registers no AVIF opener (its HEIF one
+# claims no "avif" brand), so AVIF stays with Pillow's plugin. Embedded thumbnails, depth maps and
+# auxiliary images are never parsed: we only ever show the primary image.
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
+ACCEPTED_FORMATS_TEXT = "JPEG, PNG, WebP, GIF, AVIF, TIFF or HEIC"
 # The only Pillow parsers we ever run on untrusted bytes. MPO is reached through JPEG's factory.
 OPEN_ORDER = ("JPEG", "PNG", "GIF", "WEBP", "AVIF")
+# What people may give us: browsers show neither TIFF nor (outside Safari) HEIF, so intake turns
+# both into PNG or JPEG, and stored images, display copies and masks never meet these parsers.
+# AVIF before HEIF: both claim the generic "mif1" brand, and each gives way to the other when
+# the file is not its own.
+INTAKE_ORDER = (*OPEN_ORDER, "TIFF", "HEIF")
 # Modes every browser and image library shows as-is; anything else is converted.
 DISPLAYABLE_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA"})
 HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
@@ -60,7 +74,11 @@ class ImageRejected(ValueError):
 
 
 def size_text(n: int) -> str:
-    """A byte count for people: MiB for the real limits, plain bytes for tiny test limits."""
+    """A byte count for people: GiB or MiB for the real limits, plain bytes for tiny test
+    limits."""
+    if n >= 1024 * 1024 * 1024:
+        gib = n / (1024 * 1024 * 1024)
+        return f"{gib:.1f}".removesuffix(".0") + " GiB"
     if n >= 100 * 1024:
         mib = n / (1024 * 1024)
         return f"{mib:.1f}".removesuffix(".0") + " MiB"
@@ -83,20 +101,27 @@ MSG_SVG = (
 )
 MSG_CORRUPT = "This image file is damaged or incomplete, so it cannot be read."
 MSG_NO_PIXELS = "This image has no pixels (its width or height is 0)."
+MSG_TIFF_PIXELS = (
+    "This TIFF stores its pixels in a way we cannot read (such as floating-point colour). "
+    "Please save it as an 8- or 16-bit TIFF, or as PNG."
+)
+MSG_HEIC_KIND = "This HEIC file is of a kind we cannot read. Please export it as JPEG."
 MSG_URL_WEB_PAGE = "The URL returned a web page, not an image."
 
 
-def open_header(data: bytes) -> ImageFile.ImageFile:
-    """Parse only the header, with only our five parsers.
+def open_header(data: bytes, formats: tuple[str, ...] = OPEN_ORDER) -> ImageFile.ImageFile:
+    """Parse only the header, with only the parsers named in ``formats`` (OPEN_ORDER or
+    INTAKE_ORDER).
 
-    This is Image.open's own loop, minus two things: it tries no other formats (TIFF, EPS, PSD,
+    This is Image.open's own loop, minus two things: it tries no other formats (EPS, PSD, BMP,
     ... parsers never see untrusted bytes), and it does not run Pillow's global bomb check
     (MAX_IMAGE_PIXELS) at open time, so an oversized image reaches our check with its
-    dimensions known and the person is told its size.
+    dimensions known and the person is told its size. A multi-page TIFF is read up to its first
+    page's header; later pages are never looked at.
     """
     prefix = data[:16]
     claimed = False
-    for name in OPEN_ORDER:
+    for name in formats:
         factory, accept = Image.OPEN[name]
         verdict = accept(prefix) if accept else True
         if verdict is not True:  # False, or a str explaining a missing codec
@@ -108,6 +133,8 @@ def open_header(data: bytes) -> ImageFile.ImageFile:
             raise
         except Exception as exc:  # a header that starts right and then goes wrong
             logger.debug("%s header did not parse: %s: %s", name, type(exc).__name__, exc)
+            if name == "TIFF" and str(exc) == "unknown pixel mode":  # Pillow's words for it
+                raise ImageRejected(MSG_TIFF_PIXELS, "unsupported_format") from None
     raise unreadable(data, claimed)
 
 
@@ -120,17 +147,16 @@ def unreadable(data: bytes, claimed: bool) -> ImageRejected:
             return ImageRejected(MSG_SVG, "svg")
         if b"<html" in text or not text.startswith(b"<?xml"):  # XHTML starts with <?xml too
             return ImageRejected(MSG_WEB_PAGE, "web_page")
-    if head[4:8] == b"ftyp":
-        # ISO media: the major brand plus the compatible brands of the ftyp box.
-        brands = head[8:64]
-        if any(b in brands for b in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis")):
-            return _not_supported("HEIC")
     if claimed:
         return ImageRejected(MSG_CORRUPT, "corrupt")
+    if head[4:8] == b"ftyp":
+        # ISO media whose major brand the HEIF parser does not take, with a HEIC brand among
+        # the compatible ones of the ftyp box.
+        brands = head[8:64]
+        if any(b in brands for b in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis")):
+            return ImageRejected(MSG_HEIC_KIND, "unsupported_format")
     for magic, name in (
         (b"BM", "BMP"),
-        (b"II*\x00", "TIFF"),
-        (b"MM\x00*", "TIFF"),
         (b"\x00\x00\x01\x00", "ICO"),
         (b"8BPS", "Photoshop (PSD)"),
         (b"\xff\x0a", "JPEG XL"),

@@ -2,9 +2,10 @@
 URI) into an image we are willing to store, show and send to SAM 3.
 
 ``intake_bytes`` decides by content (never by file name or Content-Type) whether the bytes are
-a JPEG, PNG, WebP, GIF or AVIF we can fully decode, refuses decompression bombs from the header
-before a single pixel is decoded, applies EXIF orientation, and re-encodes only when browsers or
-the model could not be expected to show the original the way the person sees it.
+a JPEG, PNG, WebP, GIF, AVIF, TIFF or HEIC/HEIF we can fully decode, refuses decompression bombs
+from the header before a single pixel is decoded, applies EXIF orientation, and re-encodes only
+when browsers or the model could not be expected to show the original the way the person sees
+it: always for TIFF (first page only) and HEIF, which browsers do not show.
 ``intake_url`` downloads through ``safe_fetch`` first; ``intake_data_uri`` decodes one.
 
 Settings are read at call time, so ``override_settings`` works in tests:
@@ -32,6 +33,7 @@ from segmentation.imaging.decode import (
     DISPLAYABLE_MODES,
     EXIF_TRANSPOSE,
     HIGH_BIT_MODES,
+    INTAKE_ORDER,
     MSG_CORRUPT,
     MSG_EMPTY,
     MSG_NO_PIXELS,
@@ -57,6 +59,10 @@ _OUTPUT_TYPES: dict[str, tuple[str, str]] = {
     "GIF": ("image/gif", "gif"),
     "AVIF": ("image/avif", "avif"),
 }
+# Formats whose original bytes may be stored as they are (when nothing needs changing).
+_KEPT_AS_IS = frozenset({"JPEG", "PNG", "WEBP", "AVIF"})
+# Modes with an alpha band (LAB's "A" is a colour axis, not alpha).
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _JPEG_QUALITY = 95
 
 
@@ -68,7 +74,8 @@ class IntakeResult:
     width: int  # as the person sees it, after EXIF orientation
     height: int
     converted: bool  # True when data is our re-encoded copy rather than the original bytes
-    source_format: str  # Pillow's name for the original: JPEG, MPO, PNG, GIF, WEBP, AVIF
+    # Pillow's name for the original: JPEG, MPO, PNG, GIF, WEBP, AVIF, TIFF, HEIF (HEIC too)
+    source_format: str
     sha256: str  # hex digest of data
 
 
@@ -146,7 +153,7 @@ def data_uri(data: bytes, content_type: str) -> str:
 
 
 def _intake(data: bytes, limit: int) -> IntakeResult:
-    im = open_header(data)
+    im = open_header(data, INTAKE_ORDER)
     with im:
         # Only the header has been read so far: refuse bombs before any pixel is decoded.
         width, height = im.size
@@ -167,6 +174,9 @@ def _intake(data: bytes, limit: int) -> IntakeResult:
         except Exception as exc:
             logger.info("image failed to decode: %s: %s", type(exc).__name__, exc)
             raise ImageRejected(MSG_CORRUPT, "corrupt") from exc
+        # pillow-heif takes on the size libheif decoded, which need not be the header's.
+        if im.width * im.height > limit:
+            raise _too_many_pixels(im.size, limit)
         try:
             return _normalise(im, data)
         except (ImageRejected, Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -187,20 +197,25 @@ def _normalise(im: ImageFile.ImageFile, data: bytes) -> IntakeResult:
 
     out: Image.Image = im
     if out.mode == "CMYK":
-        # Adobe CMYK/YCCK JPEGs: browsers disagree on how (and whether) to show them. Pillow
-        # already undoes Adobe's inversion; its conversion is the naive one (no ICC transform).
+        # Adobe CMYK/YCCK JPEGs and CMYK TIFFs: browsers disagree on how (and whether) to show
+        # them. Pillow already undoes Adobe's inversion; its conversion is the naive one (no ICC
+        # transform).
         out = out.convert("RGB")
     elif out.mode in HIGH_BIT_MODES:
-        out = to_8bit_gray(out)
+        out = to_8bit_gray(out)  # 16-bit RGB TIFFs come from Pillow as 8-bit RGB already
     elif out.mode not in DISPLAYABLE_MODES:
-        out = out.convert("RGBA" if "A" in out.mode or "a" in out.mode else "RGB")
+        out = out.convert("RGBA" if out.mode in _ALPHA_MODES else "RGB")
 
-    turn = orientation(im)
+    # Read after load(), and applied exactly once: Pillow turns a TIFF upright while loading it
+    # and drops its orientation tag then, and libheif turns a HEIF by its own irot/imir boxes
+    # (HEIF's orientation; the EXIF tag in a HEIF only describes them, and pillow-heif resets it).
+    turn = 1 if family == "HEIF" else orientation(im)
     if turn != 1:
         out = out.transpose(EXIF_TRANSPOSE[turn])
 
     # GIF always becomes a PNG of its first frame: SAM 3 sees one frame, and so must the person.
-    if out is im and family != "GIF":
+    # TIFF and HEIF always become PNG or JPEG: browsers do not show them.
+    if out is im and family in _KEPT_AS_IS:
         content_type, extension = _OUTPUT_TYPES[family]
         return IntakeResult(
             data=data,
@@ -213,7 +228,13 @@ def _normalise(im: ImageFile.ImageFile, data: bytes) -> IntakeResult:
             sha256=hashlib.sha256(data).hexdigest(),
         )
 
-    target = "JPEG" if family == "JPEG" and out.mode in ("L", "RGB") else "PNG"
+    # JPEG where the original was lossy already (a second pass at quality 95 loses nothing one
+    # can see, and a PNG of a photo is several times larger); PNG, lossless, for everything else:
+    # an uncompressed or LZW TIFF is often a scan or a microscope image whose pixels matter.
+    lossy = family in ("JPEG", "HEIF") or (
+        family == "TIFF" and im.info.get("compression") in ("jpeg", "tiff_jpeg")
+    )
+    target = "JPEG" if lossy and out.mode in ("L", "RGB") else "PNG"
     keep_icc = icc if _icc_fits(icc, out.mode) else None
     keep_transparency = (
         transparency if out.mode == source_mode and out.mode in ("1", "L", "P", "RGB") else None

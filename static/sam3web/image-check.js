@@ -16,8 +16,6 @@ const HEIC_BRANDS = /hei[cxms]|hev[cx]/;
 // The server's list of formats it names when refusing them (decode.unreadable).
 const MAGIC = [
   [[0x42, 0x4d], "BMP"],
-  [[0x49, 0x49, 0x2a, 0x00], "TIFF"],
-  [[0x4d, 0x4d, 0x00, 0x2a], "TIFF"],
   [[0x00, 0x00, 0x01, 0x00], "ICO"],
   [[0x38, 0x42, 0x50, 0x53], "Photoshop (PSD)"],
   [[0xff, 0x0a], "JPEG XL"],
@@ -98,8 +96,13 @@ function sniff(b) {
   const iso = has(b, 4, "ftyp");
   const major = iso ? ascii(b, 8, 12) : "";
   if (major === "avif" || major === "avis") return { format: "AVIF" };
-  if (iso && HEIC_BRANDS.test(ascii(b, 8, 64))) return { refuse: "unsupported", name: "HEIC" };
+  // TIFF and HEIC are taken in (and converted) by the server, though most browsers cannot
+  // show them: the editor then says so, and the run page shows the converted image.
+  if (iso && HEIC_BRANDS.test(ascii(b, 8, 64))) return { format: "HEIC" };
   if (major === "mif1" || major === "msf1") return { format: "AVIF" };
+  if (startsWith(b, 0, [0x49, 0x49, 0x2a, 0x00]) || startsWith(b, 0, [0x4d, 0x4d, 0x00, 0x2a])) {
+    return { format: "TIFF" };
+  }
   let i = 0;
   while (i < b.length && STRIPPED.has(b[i])) i++;
   const text = ascii(b, i, b.length).toLowerCase();

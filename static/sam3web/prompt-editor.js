@@ -398,7 +398,11 @@ export function startEditor(root) {
         return chooseImage();
       }
       objectUrl = URL.createObjectURL(file);
-      return show(objectUrl, "Preview unavailable for this file; the server will check it when you submit.");
+      return show(
+        objectUrl,
+        "This browser cannot show this file (TIFF and HEIC often), so points and boxes cannot be " +
+          "drawn on it here: a text prompt works, and the run's page shows the image converted.",
+      );
     }
     let url = chosenUrl();
     if (url) {

@@ -12,8 +12,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pillow_heif
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
 from playwright.sync_api import expect
 
 from segmentation.imaging.decode import ImageRejected
@@ -402,6 +404,24 @@ def test_a_file_named_like_another_kind_is_judged_by_its_bytes(page, tmp_path) -
     assert geometry(page)[1:] == (400, 328)
     assert chosen(page) == ["photo.jpg"]
     expect(refusal(page)).to_be_hidden()
+
+
+@pytest.mark.parametrize("kind", ["TIFF", "HEIF"])
+def test_a_tiff_or_heic_photo_is_taken_and_runs_with_a_text_prompt(page, tmp_path, kind) -> None:
+    """Chromium cannot show either: the editor says so instead of refusing the file, and the
+    server takes it in, converted."""
+    pillow_heif.register_heif_opener()
+    photo = tmp_path / ("site.tif" if kind == "TIFF" else "site.heic")
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(photo, kind)
+    ready(page)
+    page.get_by_label("Image", exact=True).set_input_files(str(photo))
+    expect(placeholder(page)).to_contain_text("This browser cannot show this file")
+    expect(refusal(page)).to_be_hidden()
+    assert chosen(page) == [photo.name]
+    page.get_by_label("Text prompt").fill("rust")
+    submit(page)
+    run = Run.objects.select_related("image").latest("created_at")
+    assert (run.image.width, run.image.height, run.image.converted) == (64, 48, True)
 
 
 # --- zoom and pan ---------------------------------------------------------------------------

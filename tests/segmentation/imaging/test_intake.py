@@ -30,6 +30,7 @@ from PIL import ExifTags, Image, ImageChops, ImageCms, ImageFile, ImageOps, Imag
 from segmentation.imaging.decode import (
     MSG_CORRUPT,
     MSG_EMPTY,
+    MSG_HEIC_KIND,
     MSG_NOT_IMAGE,
     MSG_SVG,
     MSG_WEB_PAGE,
@@ -342,7 +343,6 @@ def test_modes_every_browser_shows_are_kept(mode: str) -> None:
     ("fmt", "name"),
     [
         ("BMP", "BMP"),
-        ("TIFF", "TIFF"),
         ("ICO", "ICO"),
         ("JPEG2000", "JPEG 2000"),
         ("PDF", "PDF"),
@@ -351,15 +351,21 @@ def test_modes_every_browser_shows_are_kept(mode: str) -> None:
 def test_other_image_formats_are_named_and_refused(fmt: str, name: str) -> None:
     exc = rejected(encode_image(SMALL, fmt))
     assert exc.code == "unsupported_format"
-    assert (
-        exc.message == f"{name} images are not supported. Please use JPEG, PNG, WebP, GIF or AVIF."
+    assert exc.message == (
+        f"{name} images are not supported. Please use JPEG, PNG, WebP, GIF, AVIF, TIFF or HEIC."
     )
 
 
-def test_heic_is_named_and_refused() -> None:
-    # An ISO-media header with the HEIC brand is all it takes to recognise one.
+def test_a_heic_header_with_nothing_behind_it_is_damaged() -> None:
     fake_heic = struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0" + b"mif1heic" + bytes(64)
-    assert rejected(fake_heic).message.startswith("HEIC images are not supported.")
+    exc = rejected(fake_heic)
+    assert (exc.code, exc.message) == ("corrupt", MSG_CORRUPT)
+
+
+def test_an_iso_file_of_an_unknown_brand_with_heic_among_its_brands_is_named() -> None:
+    odd = struct.pack(">I", 24) + b"ftypzzzz" + b"\0\0\0\0" + b"zzzzheic" + bytes(64)
+    exc = rejected(odd)
+    assert (exc.code, exc.message) == ("unsupported_format", MSG_HEIC_KIND)
 
 
 @pytest.mark.parametrize(
@@ -558,6 +564,11 @@ SEEDS = [
     encode_image(SMALL, "AVIF", quality=50),
     encode_image(SMALL, "MPO", save_all=True, append_images=[SMALL]),
     encode_image(Image.frombytes("I;16", (4, 4), bytes(range(32))), "PNG"),
+    encode_image(SMALL, "TIFF", tiffinfo={274: 6}),
+    encode_image(SMALL.convert("CMYK"), "TIFF", compression="tiff_lzw"),
+    encode_image(Image.frombytes("I;16", (4, 4), bytes(range(32))), "TIFF"),
+    encode_image(SMALL, "TIFF", save_all=True, append_images=[SMALL.rotate(180)]),
+    encode_image(SMALL, "HEIF", quality=50),
 ]
 
 # Hypothesis: no example database (it would leave a .hypothesis folder in the project), no
