@@ -46,7 +46,7 @@ def iso(moment: dt.datetime | None) -> str | None:
 
 
 def status_code(run: Run) -> str:
-    if run.status in (S.PENDING, S.SUBMITTING):
+    if run.status in (S.WAITING, S.PENDING, S.SUBMITTING):
         return "queued"
     if run.status == S.SUCCEEDED:
         return "running" if run.copying else "succeeded"

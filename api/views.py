@@ -53,7 +53,7 @@ CURSOR_SALT = "sam3web.api-cursor"
 S = Run.Status
 # The caller's statuses, as our own (serialize.status_code read backwards).
 STATUS_FILTERS: dict[str, Q] = {
-    "queued": Q(status__in=[S.PENDING, S.SUBMITTING, S.QUEUED]),
+    "queued": Q(status__in=[S.WAITING, S.PENDING, S.SUBMITTING, S.QUEUED]),
     "dispatching": Q(status=S.DISPATCHING),
     "running": Q(status=S.RUNNING)
     | Q(status=S.SUCCEEDED, artifacts__in=[Run.Artifacts.PENDING, Run.Artifacts.COPYING]),

@@ -309,6 +309,8 @@ SAM3WEB_CALLER_CALLBACK_BACKOFF = envfloat("SAM3WEB_CALLER_CALLBACK_BACKOFF", 1.
 
 # --- Image intake -----------------------------------------------------------------------------
 SAM3WEB_MAX_IMAGE_BYTES = envint("SAM3WEB_MAX_IMAGE_BYTES", 50 * 1024 * 1024, minimum=1)
+# One batch upload (all its files together, ZIPs included) streams to disk up to this many bytes.
+SAM3WEB_BATCH_MAX_UPLOAD_BYTES = envint("SAM3WEB_BATCH_MAX_UPLOAD_BYTES", 4 * 1024**3, minimum=1)
 # Refused before decoding: 50 megapixels is a 8660x5773 photo, and ~150 MB once decoded.
 SAM3WEB_MAX_IMAGE_PIXELS = envint("SAM3WEB_MAX_IMAGE_PIXELS", 50_000_000, minimum=1)
 SAM3WEB_FETCH_TIMEOUT = envfloat("SAM3WEB_FETCH_TIMEOUT", 20.0, minimum=0.1)
@@ -361,3 +363,11 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+
+# Batches (segmentation.batches): the most images one batch takes, and the most batch runs at
+# Runflow at once across all batches (a run from the form never waits behind them).
+SAM3WEB_BATCH_MAX_IMAGES = envint("SAM3WEB_BATCH_MAX_IMAGES", 1000, minimum=1)
+SAM3WEB_BATCH_CONCURRENCY = envint("SAM3WEB_BATCH_CONCURRENCY", 8, minimum=1)
+# A batch's upload has a file part per image (Django's default stops at 100): room for the
+# most images a batch takes, a ZIP, and a few more, so the form can say what was too many.
+DATA_UPLOAD_MAX_NUMBER_FILES = SAM3WEB_BATCH_MAX_IMAGES + 10

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import uuid
 from decimal import Decimal
@@ -41,6 +42,12 @@ class SourceImage(models.Model):
         return f"{self.original_name or self.sha256[:12]} ({self.width}×{self.height})"
 
 
+def input_sha256(data: Any) -> str:
+    """The same input, whatever its key order, hashes the same."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 # The columns the history page filters on (see Run.Meta.indexes).
 FILTERED = ["owner", "point_count", "box_count", "prompt_text"]
 PROMPT_INDEXED = 250
@@ -48,6 +55,8 @@ PROMPT_INDEXED = 250
 
 class Run(models.Model):
     class Status(models.TextChoices):
+        # A batch's run not yet released to its engine (see segmentation.batches.dispatch).
+        WAITING = "waiting", "Waiting in its batch"
         PENDING = "pending", "Waiting to submit"
         SUBMITTING = "submitting", "Submitting"
         NOT_SUBMITTED = "not_submitted", "Not submitted"
@@ -139,6 +148,14 @@ class Run(models.Model):
     thumbnail = models.FileField(upload_to="thumbs/%Y/%m/", blank=True)
     artifact_notes = models.JSONField(default=list, blank=True)
 
+    # The batch that made this run (segmentation.batches); a batch may also show runs it reused.
+    batch = models.ForeignKey(
+        "Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="made_runs"
+    )
+    # sha256 of the canonical JSON of `input`: with the image, what makes two runs the same
+    # work (a batch reuses such a run instead of paying for it again).
+    input_sha256 = models.CharField(max_length=64, blank=True, editable=False)
+
     # Copies of parts of `input` and of the result, kept in columns so the history page can
     # filter, search and sort a large table with indexes instead of reading JSON row by row.
     # The first PROMPT_INDEXED characters only: it sits in indexes, and PostgreSQL refuses
@@ -200,6 +217,8 @@ class Run(models.Model):
                 fields=["owner", "created_at", "status", "cost", "duration_ms", "token"],
                 name="run_usage_idx",
             ),
+            models.Index(fields=["image", "input_sha256"], name="run_same_work_idx"),
+            models.Index(fields=["batch", "status"], name="run_batch_idx"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -220,6 +239,7 @@ class Run(models.Model):
                 "prompt_text",
                 "point_count",
                 "box_count",
+                "input_sha256",
             }
         super().save(*args, **kwargs)
 
@@ -232,6 +252,7 @@ class Run(models.Model):
         self.prompt_text = str(data.get("prompt") or "")[:PROMPT_INDEXED]
         self.point_count = len(data.get("point_prompts") or [])
         self.box_count = len(data.get("box_prompts") or [])
+        self.input_sha256 = input_sha256(data)
 
     def can_manage(self, user: Any) -> bool:
         """The owner or an admin: may delete the run and make or revoke its public link.
@@ -489,3 +510,150 @@ class CallerCallback(models.Model):
 
     def __str__(self) -> str:
         return f"Callback {self.event} of {self.run_id} ({self.state})"
+
+
+class Batch(models.Model):
+    """A few concepts over many images: one run per image × concept, sent a few at a time,
+    reviewed together and exported as one dataset (segmentation.batches does the work)."""
+
+    class State(models.TextChoices):
+        INTAKE = "intake", "Taking in images"
+        READY = "ready", "Ready to start"
+        RUNNING = "running", "Running"
+        CANCELED = "canceled", "Canceled"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="batches"
+    )
+    name = models.CharField(max_length=200, blank=True)
+    # The categories of the dataset, in order (category id = position + 1).
+    concepts = models.JSONField(default=list)
+    # SAM 3's options for every run, as schema.validate_input returns them (prompt left out).
+    options = models.JSONField(default=dict)
+    # "Run again anyway": send every image × concept even when the team already has its result.
+    run_again = models.BooleanField(default=False)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.INTAKE)
+    # A ZIP waiting to be taken in (removed once it has been).
+    archive = models.FileField(upload_to="batch-uploads/%Y/%m/", blank=True)
+    archive_name = models.CharField(max_length=255, blank=True)
+    # The position of the archive's first entry among the items (files and URLs come first).
+    archive_first = models.PositiveIntegerField(default=0)
+    intake_total = models.PositiveIntegerField(default=0)
+    intake_done = models.PositiveIntegerField(default=0)
+    # Why the batch stopped short, for the person (a budget spent, a canceled intake...).
+    message = models.TextField(blank=True)
+    # Made from a run's page ("Same prompts on other images").
+    source_run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    canceled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return self.name or f"Batch {self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("batch_detail", args=[self.pk])
+
+    def category_id(self, concept: str) -> int:
+        return self.concepts.index(concept) + 1
+
+    def can_manage(self, user: Any) -> bool:
+        """The owner or an admin may start, cancel and retry; every teammate may review."""
+        return bool(user.is_authenticated and (user.is_staff or user.pk == self.owner_id))
+
+
+class BatchItem(models.Model):
+    """One file, archive entry or URL given to a batch, and what intake made of it."""
+
+    class State(models.TextChoices):
+        WAITING = "waiting", "Waiting"
+        ACCEPTED = "accepted", "Accepted"
+        REFUSED = "refused", "Refused"
+        DUPLICATE = "duplicate", "Duplicate"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()
+    name = models.CharField(max_length=255)  # the file or entry name, or the URL, for people
+    source_url = models.URLField(max_length=2000, blank=True)
+    # An uploaded file waiting for intake (removed once taken in).
+    upload = models.FileField(upload_to="batch-uploads/%Y/%m/", blank=True)
+    image = models.ForeignKey(
+        SourceImage, null=True, blank=True, on_delete=models.PROTECT, related_name="batch_items"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.WAITING)
+    reason = models.TextField(blank=True)
+    duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Rejected in review: left out of the dataset (undoable), by whom and when.
+    rejected = models.BooleanField(default=False)
+    rejected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rejected_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "position"], name="batch_item_unique")
+        ]
+        indexes = [models.Index(fields=["batch", "state", "position"], name="batch_item_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+
+class BatchRun(models.Model):
+    """One image × concept of a batch, and the run that answers it: one the batch made, or
+    one the team already had (reused: not paid for again). ``run`` is empty until the batch is
+    started, and again when that run was deleted."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="cells")
+    item = models.ForeignKey(BatchItem, on_delete=models.CASCADE, related_name="cells")
+    concept = models.CharField(max_length=200)
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="batch_cells"
+    )
+    reused = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["item__position", "id"]
+        constraints = [models.UniqueConstraint(fields=["item", "concept"], name="batch_run_unique")]
+        indexes = [models.Index(fields=["batch", "run"], name="batch_run_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.item.name} × {self.concept}"
+
+
+class Rejection(models.Model):
+    """An instance a teammate marked as a false positive in a batch's review: kept out of its
+    dataset, shown as rejected, and undone by deleting the row."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="rejections")
+    mask = models.ForeignKey(Mask, on_delete=models.CASCADE, related_name="rejections")
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch", "mask"], name="rejection_unique")]
+
+    def __str__(self) -> str:
+        return f"Rejected {self.mask}"
+
+
+class Dispatch(models.Model):
+    """One row: the lock batch dispatch takes (so two workers never release more runs than
+    the limit), and until when Runflow asked us to slow down (a 429's Retry-After)."""
+
+    paused_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Dispatch (paused until {self.paused_until})"

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts import budgets
 from segmentation import engines, tasks
-from segmentation.models import RemovedCharge, Run, SourceImage
+from segmentation.models import Batch, RemovedCharge, Run, SourceImage
 
 if TYPE_CHECKING:
     from accounts.models import ApiToken
@@ -58,6 +58,7 @@ def create_run(
     engine: str = engines.DEFAULT,
     submission_key: str = "",
     api: ApiRequest | None = None,
+    batch: Batch | None = None,
 ) -> Run:
     """Store a run and queue its submit task, in one transaction: the task is queued once the
     run is committed, and a run is never stored without its task.
@@ -67,7 +68,8 @@ def create_run(
     ``source_url`` is where the image came from when it was a URL (Runflow may be sent that
     URL instead of a copy). ``submission_key`` is the form's one-time key: a second run with
     the same key and owner is not made; AlreadySubmitted carries the first. ``api``: what an
-    API caller sent besides the input.
+    API caller sent besides the input. ``batch``: the run is one of that batch's; it waits
+    (Status.WAITING) until batch dispatch releases it, instead of being sent at once.
 
     The run is charged against its owner's budget (and the team's) in the same transaction:
     budgets.BudgetExceeded, or budgets.RateLimited for the API, when it does not fit."""
@@ -95,8 +97,11 @@ def create_run(
                 callback_url=api.callback_url,
                 base_url=api.base_url,
                 request_sha256=api.request_sha256,
+                batch=batch,
+                status=Run.Status.PENDING if batch is None else Run.Status.WAITING,
             )
-            tasks.enqueue_submit(run)
+            if batch is None:
+                tasks.enqueue_submit(run)
     except IntegrityError:
         # Two POSTs of one form at the same moment: the other one made the run.
         earlier = Run.objects.filter(owner=owner, submission_key=submission_key).first()

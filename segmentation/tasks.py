@@ -51,12 +51,18 @@ def changed(run: Run) -> None:
 # --- submitting -------------------------------------------------------------------------------
 
 
+# Batches' tasks (their intake, dispatch and runs' submits) go after everything else queued: a
+# run from the form (or the API) is never stuck behind a big batch.
+BATCH_PRIORITY = -10
+
+
 def enqueue_submit(run: Run, *, run_after: dt.datetime | None = None) -> None:
     """Queue the submit task once the surrounding transaction has committed (a worker must
     never see a task for a run it cannot read yet)."""
 
     def _enqueue() -> None:
-        t = submit_run.using(run_after=run_after) if run_after else submit_run
+        priority = BATCH_PRIORITY if run.batch_id is not None else 0
+        t = submit_run.using(run_after=run_after, priority=priority)
         result = t.enqueue(str(run.pk))
         Run.objects.filter(pk=run.pk).update(task_id=result.id)
 
@@ -206,7 +212,7 @@ def recover_runs() -> int:
     }
     count = 0
     for run in Run.objects.filter(status__in=Run.LOCAL_STATUSES).only(
-        "pk", "status", "lease_until", "task_id"
+        "pk", "status", "lease_until", "task_id", "batch_id"
     ):
         if run.task_id in ready:  # its submit is queued (one a stopped worker put back, say)
             continue

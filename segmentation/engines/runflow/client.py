@@ -65,8 +65,11 @@ class RunflowError(Exception):
         errors: list[Any] | None = None,
         attempts: int = 0,
         retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         self.status_code = status_code
+        # Seconds Runflow asked us to wait (Retry-After) on its last answer, when it said.
+        self.retry_after = retry_after
         self.code = code
         self.message = message
         self.errors = errors
@@ -557,6 +560,7 @@ class RunflowClient:
                 error = _error_from_response(response, attempts=attempt)
                 if error.retryable:  # 429, and 503 may carry Retry-After too (RFC 9110)
                     wait = parse_retry_after(response.headers.get("Retry-After"))
+                    error.retry_after = wait
                 may_have_taken_effect = response.status_code >= 500
 
             if recover is not None and may_have_taken_effect and error.retryable:

@@ -52,7 +52,11 @@ class RunflowEngine(base.Engine):
                     http_status=exc.status_code,
                     code=exc.code,
                     message=exc.summary(),
-                    details={"errors": exc.errors, "fields": exc.field_messages()},
+                    details={
+                        "errors": exc.errors,
+                        "fields": exc.field_messages(),
+                        "retry_after": exc.retry_after,
+                    },
                 )
                 return "not submitted"
         status_code = str(provider_run.get("status_code", ""))
