@@ -126,6 +126,13 @@ def render_thumbnail(
     return buf.getvalue()
 
 
+def fit_image(image_bytes: bytes, size: tuple[int, int]) -> Image.Image:
+    """The image as the person sees it (EXIF orientation applied), scaled down to fit ``size``
+    (never up), as RGB or RGBA; a JPEG is decoded at a reduced scale. Raises ArtifactError
+    (permanent) for bytes that are not an image."""
+    return _thumbnail_base(bytes(image_bytes), size)
+
+
 def _thumbnail_base(data: bytes, size: tuple[int, int]) -> Image.Image:
     """The image, upright, scaled to fit ``size``, as RGB (RGBA where it has transparency)."""
     # Open the header ourselves so draft() can act before any pixel is decoded.
