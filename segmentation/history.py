@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from segmentation.models import Run
+from segmentation.models import Batch, BatchRun, Run
 
 PER_PAGE = 24
 COUNT_CAP = 1000
@@ -83,6 +83,18 @@ class HistoryFilter(forms.Form):
         required=False,
         choices=[(key, s.label) for key, s in SORTS.items()],
     )
+    # The runs of one batch (made by it, or reused by it): set by the batch page's link, shown
+    # as a chip rather than a field.
+    batch = forms.ModelChoiceField(
+        label="Batch",
+        required=False,
+        queryset=Batch.objects.all(),
+        widget=forms.HiddenInput,
+        error_messages={
+            "invalid_choice": "There is no batch with that number (it may have been deleted): "
+            "showing the runs of every batch."
+        },
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -98,6 +110,9 @@ class HistoryFilter(forms.Form):
         q = Q()
         if text := data.get("q"):
             q &= Q(prompt_text__icontains=text)
+        if batch := data.get("batch"):
+            # A subquery, not a join: a run is listed once however many cells point at it.
+            q &= Q(pk__in=BatchRun.objects.filter(batch=batch).values("run_id"))
         if statuses := data.get("status"):
             q &= Q(status__in=statuses)
         if data.get("mine"):
@@ -129,7 +144,8 @@ class HistoryFilter(forms.Form):
     def active(self) -> bool:
         data = getattr(self, "cleaned_data", {})
         return any(
-            data.get(name) for name in ("q", "status", "owner", "mine", "kind", "since", "until")
+            data.get(name)
+            for name in ("q", "status", "owner", "mine", "kind", "since", "until", "batch")
         )
 
 

@@ -2,7 +2,20 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, include, path
 
-from segmentation.views import compare, exports, files, history, reuse, runs, share, usage, viewer
+from segmentation.views import (
+    batch_review,
+    batches,
+    compare,
+    datasets,
+    exports,
+    files,
+    history,
+    reuse,
+    runs,
+    share,
+    usage,
+    viewer,
+)
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", runs.home, name="home"),
@@ -29,6 +42,35 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("runs/<uuid:run_id>/viewer.json", viewer.viewer_data, name="viewer_data"),
     path("runs/<uuid:run_id>/masks/<int:number>.crop.png", viewer.mask_crop, name="mask_crop"),
     path("runs/<uuid:run_id>/export/<str:fmt>", exports.export, name="run_export"),
+    path("batches/", batches.batch_list, name="batch_list"),
+    path("batches/new/", batches.batch_new, name="batch_new"),
+    path("batches/<int:batch_id>/", batches.batch_detail, name="batch_detail"),
+    path("batches/<int:batch_id>/progress/", batches.batch_progress, name="batch_progress"),
+    path("batches/<int:batch_id>/start/", batches.batch_start, name="batch_start"),
+    path("batches/<int:batch_id>/cancel/", batches.batch_cancel, name="batch_cancel"),
+    path("batches/<int:batch_id>/retry/", batches.batch_retry, name="batch_retry"),
+    path("batches/<int:batch_id>/review/", batch_review.batch_review, name="batch_review"),
+    path(
+        "batches/<int:batch_id>/items/<int:item_id>/",
+        batch_review.batch_item,
+        name="batch_item",
+    ),
+    path(
+        "batches/<int:batch_id>/items/<int:item_id>/overlay.png",
+        batch_review.batch_item_overlay,
+        name="batch_item_overlay",
+    ),
+    path(
+        "batches/<int:batch_id>/items/<int:item_id>/reject/",
+        batch_review.batch_item_reject,
+        name="batch_item_reject",
+    ),
+    path(
+        "batches/<int:batch_id>/masks/<int:mask_id>/reject/",
+        batch_review.batch_mask_reject,
+        name="batch_mask_reject",
+    ),
+    path("batches/<int:batch_id>/export/<str:fmt>", datasets.batch_export, name="batch_export"),
     path("images/<int:image_id>/", files.image_file, name="image_file"),
     path("images/<int:image_id>/display/", files.image_display, name="image_display"),
     path("images/<int:image_id>/thumb/", files.image_thumbnail, name="image_thumbnail"),

@@ -35,6 +35,8 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
     query = request.GET.copy()
     for name in ("after", "before"):
         query.pop(name, None)
+    without_batch = query.copy()
+    without_batch.pop("batch", None)
     context = {
         "form": form,
         "page": page,
@@ -42,6 +44,7 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
         "cursor_error": cursor_error,
         "live_ids": [r.pk for r in page.runs if not r.settled],
         "query": query.urlencode(),
+        "query_without_batch": without_batch.urlencode(),
     }
     template = "segmentation/run_list.html"
     if request.htmx and request.htmx.target == "history-results":
