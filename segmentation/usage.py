@@ -44,6 +44,7 @@ class Totals:
     known: Decimal = Decimal(0)  # Runflow's figures
     estimated_runs: int = 0  # billed runs whose figure has not arrived
     runflow_ms: int = 0
+    batch_runs: int = 0  # of the runs, those made by batches
 
     @property
     def estimated(self) -> Decimal:
@@ -61,6 +62,7 @@ class Totals:
             known=self.known + other.known,
             estimated_runs=self.estimated_runs + other.estimated_runs,
             runflow_ms=self.runflow_ms + other.runflow_ms,
+            batch_runs=self.batch_runs + other.batch_runs,
         )
 
 
@@ -75,6 +77,7 @@ AGGREGATES: dict[str, Any] = {
     "known": Sum("cost"),
     "estimated_runs": Count("status", filter=Q(cost__isnull=True) & ~Q(status__in=NOT_BILLED)),
     "runflow_ms": Sum("duration_ms"),
+    "batch_runs": Count("status", filter=Q(batch__isnull=False)),
 }
 
 
@@ -87,6 +90,7 @@ def _totals(row: Mapping[str, Any]) -> Totals:
         known=Decimal(row["known"] or 0).quantize(Decimal("0.000001")),
         estimated_runs=row["estimated_runs"] or 0,
         runflow_ms=row["runflow_ms"] or 0,
+        batch_runs=row["batch_runs"] or 0,
     )
 
 

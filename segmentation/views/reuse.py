@@ -12,11 +12,12 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseStopPolling
 
 from accounts import budgets
-from segmentation import engines, runs
+from segmentation import batches, engines, runs
 from segmentation.forms import MAX_REUSE_IMAGES, ReuseForm, SubmissionKeyField
 from segmentation.models import Run
 from segmentation.views._common import budget_context, options_of, pretty, prompt_drawing
@@ -121,6 +122,8 @@ def _start_runs(request: HttpRequest, form: ReuseForm) -> list[Run]:
     if not started:
         form.add_error(None, f"Nothing was started. {refused}")
         return []
+    names = [taken.name for taken in form.taken[:count]]
+    batch = batches.record_reuse(form.source, started, names, owner=request.user)
     if refused:
         messages.warning(
             request,
@@ -131,8 +134,13 @@ def _start_runs(request: HttpRequest, form: ReuseForm) -> list[Run]:
     else:
         messages.success(
             request,
-            f"Started {count} run{'s' if count != 1 else ''} with the prompt and options of "
-            "this run.",
+            format_html(
+                "Started {} run{} with the prompt and options of this run: follow, review and "
+                'export them together as <a href="{}">a batch</a>.',
+                count,
+                "s" if count != 1 else "",
+                batch.get_absolute_url(),
+            ),
         )
     for note in form.notes():
         messages.info(request, note)

@@ -38,6 +38,7 @@ def _figures(t: Totals) -> dict[str, Any]:
         "cost": money(t.cost),
         "estimated": money(t.estimated) if t.estimated_runs else "",
         "estimated_runs": t.estimated_runs,
+        "batch_runs": t.batch_runs,
         "time": duration(t.runflow_ms),
     }
 

@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import ApiToken
-from segmentation.models import Run
+from segmentation.models import Batch, Run
 from segmentation.usage import month_starts
 from tests.factories import stored_image
 
@@ -252,3 +252,14 @@ def test_without_api_runs_the_token_table_says_where_tokens_are_made(
         r"\s+", " ", re.sub(r"<[^>]+>", "", html)
     )
     assert 'href="/api/"' in html
+
+
+def test_runs_made_by_batches_are_counted_and_said_to_be(
+    signed_in: Client, team_runs: list[Run], owner
+) -> None:
+    batch = Batch.objects.create(owner=owner, concepts=["cat"], state=Batch.State.RUNNING)
+    Run.objects.filter(pk__in=[team_runs[0].pk, team_runs[1].pk]).update(batch=batch)
+    response = signed_in.get("/usage/")
+    assert response.context["year"]["runs"] == 9
+    assert response.context["year"]["batch_runs"] == 2
+    assert "9 runs (2 in batches)" in response.content.decode()

@@ -163,7 +163,7 @@ def test_two_images_start_two_runs_with_the_same_prompt_and_options(
     assert all(f"started={r.id}" in location for r in runs)
     page = signed_in.get(location)
     html = unescape(page.content.decode())
-    assert "Started 2 runs with the prompt and options of this run." in html
+    assert "Started 2 runs with the prompt and options of this run:" in html
     assert "Started 2 runs</h2>" in html
     assert f'href="/runs/{runs[0].id}/">coffee.jpg</a>' in html
     assert f'href="/runs/{runs[1].id}/">astronaut.jpg</a>' in html
