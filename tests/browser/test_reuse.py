@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from segmentation.models import Run
+from segmentation.models import Batch, Run
 from tests.browser.helpers import serious, shot
 from tests.factories import prompted_run
 from tests.sample_images import IMAGES
@@ -33,7 +33,11 @@ def test_two_images_start_two_runs(page, worker, standin, live_server, owner) ->
     )
     page.get_by_role("button", name="Start runs").click()
     page.get_by_role("heading", name="Started 2 runs").wait_for()
-    assert page.get_by_text("Started 2 runs with the prompt and options of this run.").count() == 1
+    assert page.get_by_text("Started 2 runs with the prompt and options of this run:").count() == 1
+    # They are kept together as a small batch, a link away.
+    assert page.get_by_role("link", name="a batch").get_attribute("href") == (
+        f"/batches/{Batch.objects.get(source_run=source).pk}/"
+    )
     assert page.get_by_role("link", name="coffee.jpg").count() == 1
     assert page.get_by_role("link", name="astronaut.jpg").count() == 1
 
