@@ -32,7 +32,7 @@ def child() -> None:
     from django.core.management import call_command
     from PIL import Image, ImageDraw
 
-    from bench.bench_artifacts import current_rss_kib, peak_rss_kib, reset_peak
+    from bench.common import current_rss_kib, peak_rss_kib, reset_peak
     from segmentation.models import Run
 
     call_command("migrate", verbosity=0)

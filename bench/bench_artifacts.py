@@ -23,7 +23,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import current_rss_kib, peak_rss_kib, reset_peak  # noqa: E402
 from tests.sample_images import IMAGES  # noqa: E402
 
 MiB = 1024 * 1024
@@ -166,40 +166,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # --- one measured run, in a fresh process -------------------------------------------------------
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak() -> bool:
-    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux: clear_refs 5).
-
-    Needed because ru_maxrss survives execve: a child started by this (big) parent begins with
-    the parent's peak as its own, which would hide a smaller rise. VmHWM belongs to the new
-    address space and can be reset, so after this the peak is that of the measured run alone."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
-
-
-def current_rss_kib() -> int:
-    return _status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def peak_rss_kib() -> int:
-    """VmHWM where there is one, else ru_maxrss (KiB on Linux)."""
-    return _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def child(case: str, base: str, count: int, image_path: str) -> None:

@@ -25,7 +25,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -36,6 +35,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import current_rss_kib, peak_rss_kib, reset_peak  # noqa: E402
+
 SIZE = (640, 480)
 CONCEPTS = ["person", "car", "tree", "dog", "sign"]
 VARIANTS = 20
@@ -176,27 +178,6 @@ def setup(data: str, small: int, large: int, masks: int) -> None:
 # --- one measured export, in a fresh process ----------------------------------------------------
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux: clear_refs 5)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
-
-
 def child(data: str, batch_id: int, warm_id: int, fmt: str) -> None:
     _django(data)
     from segmentation import datasets
@@ -206,8 +187,8 @@ def child(data: str, batch_id: int, warm_id: int, fmt: str) -> None:
     for _chunk in datasets.stream(Batch.objects.get(pk=warm_id), fmt, options):
         pass
     batch = Batch.objects.get(pk=batch_id)
-    exact = _reset_peak()
-    before = _status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    exact = reset_peak()
+    before = current_rss_kib()
     cpu = time.process_time()
     started = time.perf_counter()
     total = chunks = 0
@@ -216,7 +197,7 @@ def child(data: str, batch_id: int, warm_id: int, fmt: str) -> None:
         chunks += 1
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu
-    peak = _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kib()
     print(
         json.dumps(
             {

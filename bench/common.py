@@ -4,6 +4,7 @@ and the app served by gunicorn as bin/serve runs it."""
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -157,3 +158,40 @@ def served_env() -> dict[str, str]:
         print("  (collectstatic failed; static files served uncompressed from the source)")
         env["SAM3WEB_STATIC_MANIFEST"] = "0"
     return env
+
+
+# --- memory of this process (Linux) -----------------------------------------------------------
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux: clear_refs 5).
+
+    Needed because ru_maxrss survives execve: a child started by this (big) parent begins with
+    the parent's peak as its own, which would hide a smaller rise. VmHWM belongs to the new
+    address space and can be reset, so after this the peak is that of the measured run alone."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+def current_rss_kib() -> int:
+    return _status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_rss_kib() -> int:
+    """VmHWM where there is one, else ru_maxrss (KiB on Linux)."""
+    return _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -12,7 +12,7 @@ from django import forms
 from django.conf import settings
 
 from segmentation import batches, schema
-from segmentation.forms import option_field
+from segmentation.forms import MultipleFileField, OptionsForm
 from segmentation.imaging.decode import ACCEPTED_FORMATS_TEXT, size_text
 
 # More than this in the concepts box is refused before it is read: 20 concepts of 200
@@ -23,36 +23,17 @@ NO_IMAGES = "Add images: files, a ZIP or URLs."
 NOT_A_ZIP = "This file is not a ZIP archive."
 
 
-class MultipleFileInput(forms.ClearableFileInput):
-    allow_multiple_selected = True
-
-
-class MultipleFileField(forms.FileField):
-    """Many uploads, as a list. An empty or broken file is kept: intake refuses it with its
-    reason, beside the others, instead of the whole form being refused."""
-
-    widget = MultipleFileInput
-
-    def clean(self, data: Any, initial: Any = None) -> list[Any]:
-        files = data if isinstance(data, list | tuple) else [data]
-        files = [f for f in files if f]
-        for f in files:
-            if not (getattr(f, "name", None) is not None and hasattr(f, "size")):
-                raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
-        if self.required and not files:
-            raise forms.ValidationError(self.error_messages["required"], code="required")
-        return files
-
-
 def _max_images() -> int:
     return int(settings.SAM3WEB_BATCH_MAX_IMAGES)
 
 
-class BatchForm(forms.Form):
+class BatchForm(OptionsForm):
+    field_order = ["images", "archive", "image_urls", "concepts"]
+
     images = MultipleFileField(
         required=False,
         label="Image files",
-        widget=MultipleFileInput(attrs={"accept": "image/*"}),
+        widget=MultipleFileField.widget(attrs={"accept": "image/*"}),
     )
     archive = forms.FileField(
         required=False,
@@ -84,14 +65,6 @@ class BatchForm(forms.Form):
         help_text=f"What to find: one per line (commas split too), 1 to {batches.MAX_CONCEPTS}. "
         "Each is a category of the dataset, and each image is run once per concept.",
     )
-    apply_mask = option_field(schema.OPTIONS_BY_NAME["apply_mask"])
-    return_multiple_masks = option_field(schema.OPTIONS_BY_NAME["return_multiple_masks"])
-    # Only read with return_multiple_masks, as on the run form (see clean_max_masks).
-    max_masks = option_field(schema.OPTIONS_BY_NAME["max_masks"], required=False)
-    include_scores = option_field(schema.OPTIONS_BY_NAME["include_scores"])
-    include_boxes = option_field(schema.OPTIONS_BY_NAME["include_boxes"])
-    sync_mode = option_field(schema.OPTIONS_BY_NAME["sync_mode"])
-    output_format = option_field(schema.OPTIONS_BY_NAME["output_format"])
     run_again = forms.BooleanField(
         required=False,
         label="Run again anyway",
@@ -106,8 +79,6 @@ class BatchForm(forms.Form):
         help_text="Optional: the list shows the images and concepts without one.",
     )
 
-    ADVANCED = ("apply_mask", "sync_mode", "output_format")
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Read when the page is made, so a changed setting is what the page says.
@@ -120,14 +91,7 @@ class BatchForm(forms.Form):
         self.options: dict[str, Any] = {}  # SAM 3's options, once the form is valid
 
     def open_sections(self) -> set[str]:
-        """The folded parts to show open: those with an error or a value changed from what the
-        form starts with."""
-        opened = set()
-        for name in self.ADVANCED:
-            value = self.fields[name].to_python(self[name].value())
-            if name in self.errors or value != schema.OPTIONS_BY_NAME[name].initial:
-                opened.add("advanced")
-        return opened
+        return {"advanced"} if self.advanced_open() else set()
 
     def clean_archive(self) -> Any:
         archive = self.cleaned_data.get("archive")
@@ -174,17 +138,6 @@ class BatchForm(forms.Form):
             return batches.parse_concepts(text)
         except batches.BatchError as exc:
             raise forms.ValidationError(str(exc), code="concepts") from None
-
-    def clean_max_masks(self) -> int | None:
-        value = self.cleaned_data.get("max_masks")
-        if value is not None:
-            return value
-        if self.cleaned_data.get("return_multiple_masks"):
-            raise forms.ValidationError(
-                self.fields["max_masks"].error_messages["required"], code="required"
-            )
-        # Not posted while multiple masks is off: kept as the form would have posted it.
-        return self.get_initial_for_field(self.fields["max_masks"], "max_masks")
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -182,7 +182,47 @@ def image_checks() -> dict[str, str]:
 # --- the run form ---------------------------------------------------------------------------
 
 
-class RunForm(forms.Form):
+class OptionsForm(forms.Form):
+    """SAM 3's options, as the run form (and the batch form) ask for them."""
+
+    apply_mask = option_field(schema.OPTIONS_BY_NAME["apply_mask"])
+    return_multiple_masks = option_field(schema.OPTIONS_BY_NAME["return_multiple_masks"])
+    # Only read with return_multiple_masks: the page disables it while that is off, and a
+    # disabled field is not posted (see clean_max_masks).
+    max_masks = option_field(schema.OPTIONS_BY_NAME["max_masks"], required=False)
+    include_scores = option_field(schema.OPTIONS_BY_NAME["include_scores"])
+    include_boxes = option_field(schema.OPTIONS_BY_NAME["include_boxes"])
+    sync_mode = option_field(schema.OPTIONS_BY_NAME["sync_mode"])
+    output_format = option_field(schema.OPTIONS_BY_NAME["output_format"])
+
+    # Shown folded unless they hold something (see ``advanced_open``).
+    ADVANCED = ("apply_mask", "sync_mode", "output_format")
+
+    def advanced_open(self) -> bool:
+        """Whether the folded options hold an error or a value changed from the form's start."""
+        return any(
+            name in self.errors
+            or self.fields[name].to_python(self[name].value())
+            != schema.OPTIONS_BY_NAME[name].initial
+            for name in self.ADVANCED
+        )
+
+    def clean_max_masks(self) -> int | None:
+        value = self.cleaned_data.get("max_masks")
+        if value is not None:
+            return value
+        if self.cleaned_data.get("return_multiple_masks"):
+            raise forms.ValidationError(
+                self.fields["max_masks"].error_messages["required"], code="required"
+            )
+        # Not posted while multiple masks is off: kept as the form would have posted it.
+        return self.get_initial_for_field(self.fields["max_masks"], "max_masks")
+
+
+class RunForm(OptionsForm):
+    # The image and prompts first, then the options (OptionsForm's), then the rest.
+    field_order = ["image", "image_url", "prompt", "text_prompt", "point_prompts", "box_prompts"]
+
     image = forms.FileField(
         required=False,
         widget=forms.ClearableFileInput(attrs={"accept": "image/*"}),
@@ -217,15 +257,6 @@ class RunForm(forms.Form):
         help_text='JSON list: {"x_min", "y_min", "x_max", "y_max", "object_id"?}, in pixels. '
         "Boxes sharing an object_id refine one object.",
     )
-    apply_mask = option_field(schema.OPTIONS_BY_NAME["apply_mask"])
-    return_multiple_masks = option_field(schema.OPTIONS_BY_NAME["return_multiple_masks"])
-    # Only read with return_multiple_masks: the page disables it while that is off, and a
-    # disabled field is not posted (see clean_max_masks).
-    max_masks = option_field(schema.OPTIONS_BY_NAME["max_masks"], required=False)
-    include_scores = option_field(schema.OPTIONS_BY_NAME["include_scores"])
-    include_boxes = option_field(schema.OPTIONS_BY_NAME["include_boxes"])
-    sync_mode = option_field(schema.OPTIONS_BY_NAME["sync_mode"])
-    output_format = option_field(schema.OPTIONS_BY_NAME["output_format"])
     metadata = SchemaJSONField(
         check=schema.clean_metadata,
         widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "class": "mono"}),
@@ -237,9 +268,6 @@ class RunForm(forms.Form):
         queryset=Run.objects.all(), required=False, widget=forms.HiddenInput
     )
     submission_key = SubmissionKeyField()
-
-    # Shown folded unless they hold something (see ``open_sections``).
-    ADVANCED = ("apply_mask", "sync_mode", "output_format")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -260,22 +288,9 @@ class RunForm(forms.Form):
             opened.add("json")
         if "metadata" in self.errors or self["metadata"].value():
             opened.add("metadata")
-        for name in self.ADVANCED:
-            value = self.fields[name].to_python(self[name].value())
-            if name in self.errors or value != schema.OPTIONS_BY_NAME[name].initial:
-                opened.add("advanced")
+        if self.advanced_open():
+            opened.add("advanced")
         return opened
-
-    def clean_max_masks(self) -> int | None:
-        value = self.cleaned_data.get("max_masks")
-        if value is not None:
-            return value
-        if self.cleaned_data.get("return_multiple_masks"):
-            raise forms.ValidationError(
-                self.fields["max_masks"].error_messages["required"], code="required"
-            )
-        # Not posted while multiple masks is off: stored as the form would have posted it.
-        return self.get_initial_for_field(self.fields["max_masks"], "max_masks")
 
     def staged_token(self) -> str:
         """The image already taken in, for the page shown again (see ``stage``)."""

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from segmentation.imaging.decode import size_text
+from segmentation.imaging.decode import ImageRejected, size_text
 
 _CHUNK = 64 * 1024
 # Only what every ZIP tool writes; bzip2 and LZMA streams decompress without an output bound
@@ -55,18 +55,10 @@ REFUSED_DAMAGED = "It is damaged, so it could not be read."
 REFUSED_LYING = "It unpacks to more than its header says, so it was not read."
 
 
-class ArchiveRejected(ValueError):
-    """A whole archive we will not read. ``message`` is a sentence that can be shown to the
-    person as it is; ``code`` is a short stable reason ('empty', 'not_zip', 'corrupt',
-    'too_many_entries', 'directory_too_large', 'too_large')."""
-
-    def __init__(self, message: str, code: str = "rejected") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-    def __str__(self) -> str:
-        return self.message
+class ArchiveRejected(ImageRejected):
+    """A whole archive we will not read, said as intake says it of an image (a sentence for
+    the person, and a code: 'empty', 'not_zip', 'corrupt', 'too_many_entries',
+    'directory_too_large', 'too_large')."""
 
 
 @dataclass(frozen=True)
