@@ -12,7 +12,7 @@ from django import forms
 from django.conf import settings
 
 from segmentation import batches, schema
-from segmentation.forms import MultipleFileField, OptionsForm
+from segmentation.forms import URL_LINES_HELP, MultipleFileField, OptionsForm, url_lines
 from segmentation.imaging.decode import ACCEPTED_FORMATS_TEXT, size_text
 
 # More than this in the concepts box is refused before it is read: 20 concepts of 200
@@ -45,15 +45,8 @@ class BatchForm(OptionsForm):
         required=False,
         strip=False,
         label="or image URLs",
-        widget=forms.Textarea(
-            attrs={
-                "rows": 3,
-                "spellcheck": "false",
-                "class": "mono",
-                "placeholder": "https://example.com/one.jpg\nhttps://example.com/two.png",
-            }
-        ),
-        help_text="One per line. The server downloads them itself.",
+        widget=url_lines(),
+        help_text=URL_LINES_HELP,
     )
     concepts = forms.CharField(
         required=False,

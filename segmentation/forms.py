@@ -359,6 +359,21 @@ class MultipleFileField(forms.Field):
         return [f for f in files if f]
 
 
+URL_LINES_HELP = "One per line. The server downloads them itself."
+
+
+def url_lines() -> forms.Textarea:
+    """The box for image URLs, one per line (the reuse and batch forms)."""
+    return forms.Textarea(
+        attrs={
+            "rows": 3,
+            "spellcheck": "false",
+            "class": "mono",
+            "placeholder": "https://example.com/one.jpg\nhttps://example.com/two.png",
+        }
+    )
+
+
 class KeptField(forms.Field):
     """Images taken in by an earlier POST of this form: ticked checkboxes, one per image."""
 
@@ -398,15 +413,8 @@ class ReuseForm(forms.Form):
         required=False,
         label="or image URLs",
         max_length=MAX_REUSE_IMAGES * 2100,
-        widget=forms.Textarea(
-            attrs={
-                "rows": 3,
-                "spellcheck": "false",
-                "class": "mono",
-                "placeholder": "https://example.com/one.jpg\nhttps://example.com/two.png",
-            }
-        ),
-        help_text="One per line. The server downloads them itself.",
+        widget=url_lines(),
+        help_text=URL_LINES_HELP,
     )
     kept = KeptField(required=False)
     submission_key = SubmissionKeyField()
