@@ -657,3 +657,34 @@ class Dispatch(models.Model):
 
     def __str__(self) -> str:
         return f"Dispatch (paused until {self.paused_until})"
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per running worker process, refreshed every few seconds while it runs.
+
+    A row not refreshed for SAM3WEB_WORKER_DEAD_AFTER seconds is a worker that died without
+    saying so (SIGKILL, a lost machine): the workers still running hand its tasks back to the
+    queue and delete the row. /healthz reads these rows to say whether anything is working."""
+
+    worker_id = models.CharField(max_length=64, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+    # The task it is running now, if any (django_tasks_db's DBTaskResult id).
+    task_id = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"Worker {self.worker_id} on {self.hostname} (pid {self.pid})"
+
+
+class Housekeeping(models.Model):
+    """One row: when the workers next run `prune` (whichever worker first finds the time
+    has come takes it, by moving the time on in one conditional update)."""
+
+    next_prune_at = models.DateTimeField(null=True, blank=True)
+    last_prune_at = models.DateTimeField(null=True, blank=True)
+    last_prune_summary = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"Housekeeping (next prune {self.next_prune_at})"

@@ -220,12 +220,28 @@ def run_worker() -> None:
     call_command("db_worker", "--batch", "--no-startup-delay", "--interval", "0")
 
 
+def database_url() -> str:
+    """A DATABASE_URL naming this test's database (SQLite's file, or PostgreSQL's test
+    database), for the processes a test starts."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    host = db["HOST"]
+    where = (
+        f"@/{db['NAME']}?host={host}"
+        if host.startswith("/")
+        else f"@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    return f"postgres://{db['USER']}{password}{where}"
+
+
 def worker_env(standin: Any, **extra: str) -> dict[str, str]:
     """The environment of a worker process (or the app under gunicorn) that shares this test's
     database and media folder and talks to the stand-in."""
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": database_url(),
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "RUNFLOW_BASE_URL": standin.base_url,
         "RUNFLOW_API_KEY": TEST_KEY,

@@ -66,3 +66,23 @@ class PostgresServer:
             timeout=120,
         )
         assert done.returncode == 0, done.stderr
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.postgres_server COMMAND...``: run COMMAND with DATABASE_URL naming a
+    throwaway PostgreSQL server started for it, and stopped (its folder removed) afterwards,
+    however COMMAND ends."""
+    if not argv:
+        print("usage: python -m tests.postgres_server COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    server = PostgresServer().start()
+    try:
+        return subprocess.call(argv, env={**os.environ, "DATABASE_URL": server.url})
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

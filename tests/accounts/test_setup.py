@@ -14,11 +14,11 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.db import connection
 from django.test import Client
 
 from accounts import setup
 from accounts.models import SetupCode
+from tests.factories import database_url
 from tests.sample_images import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -77,7 +77,7 @@ def test_every_process_sees_the_same_code_and_the_command_is_quiet() -> None:
     one has, with nothing else on stdout or stderr, and exits 0; with an admin, the line that
     says so, still exit 0."""
     here = code()
-    env = {"DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}"}
+    env = {"DATABASE_URL": database_url()}
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
