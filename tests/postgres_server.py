@@ -77,9 +77,14 @@ def main(argv: list[str]) -> int:
         return 2
     server = PostgresServer().start()
     try:
-        return subprocess.call(argv, env={**os.environ, "DATABASE_URL": server.url})
-    except KeyboardInterrupt:
-        return 130
+        command = subprocess.Popen(argv, env={**os.environ, "DATABASE_URL": server.url})
+        while True:
+            try:
+                return command.wait()
+            except KeyboardInterrupt:
+                # Ctrl+C reached COMMAND too (the same process group): let it end as it ends
+                # (pytest prints its summary), then stop the server.
+                continue
     finally:
         server.stop()
 

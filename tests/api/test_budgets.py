@@ -110,9 +110,10 @@ def test_a_spent_budget_refuses_a_new_run_of_any_kind(owner, standin) -> None:
 
 @pytest.mark.django_db
 def test_sending_a_refused_run_again_is_charged_again(owner, standin) -> None:
-    set_budget(owner, "0.005")
+    set_budget(owner, "0.01")  # budgets are whole cents: two runs at half a cent
     refused = make_run(owner, status=Run.Status.NOT_SUBMITTED)
-    make_run(owner, status=Run.Status.QUEUED)  # the budget's one run
+    make_run(owner, status=Run.Status.QUEUED)
+    make_run(owner, status=Run.Status.QUEUED)
     with pytest.raises(budgets.BudgetExceeded):
         runs.resubmit(refused)
     refused.refresh_from_db()
