@@ -44,6 +44,7 @@ from segmentation.imaging import archive as archives
 from segmentation.imaging.decode import ImageRejected
 from segmentation.imaging.intake import IntakeResult, intake_bytes, intake_upload, intake_url
 from segmentation.imaging.store import store_image
+from segmentation.locks import held
 from segmentation.models import Batch, BatchItem, BatchRun, Dispatch, Run, charge
 from segmentation.signals import run_changed, worker_starting
 
@@ -183,6 +184,21 @@ def intake_batch(batch_id: int) -> str:
     of about a second, queueing itself again for the rest, so a run from the form waiting for
     the worker goes in between. Safe to run again after a worker died part way: what was
     taken in stays taken in."""
+    # One worker at a time takes a batch in (two would fetch every image twice and trip over
+    # each other's archive entries). The lock is the intake's lease: a worker that dies lets
+    # go of it with its process, and its task, handed back to the queue, takes it again.
+    with held(f"batch-intake:{batch_id}", wait=False) as ours:
+        if not ours:
+            return "being taken in by another worker"
+        outcome = _intake(batch_id)
+    # The rest is queued once the lock is let go, or the next slice could find it still held
+    # and step aside.
+    if outcome == "continues":
+        intake_batch.enqueue(batch_id)
+    return outcome
+
+
+def _intake(batch_id: int) -> str:
     batch = Batch.objects.filter(pk=batch_id).first()
     if batch is None or batch.state != Batch.State.INTAKE:
         return "nothing to take in"
@@ -207,7 +223,6 @@ def intake_batch(batch_id: int) -> str:
             if _canceled(batch):
                 return "canceled"
             if time.monotonic() > deadline:
-                intake_batch.enqueue(batch.pk)
                 return "continues"
             top_up()
             taken = ahead.pop(item.pk).result() if item.source_url else _open_upload(item)
@@ -219,7 +234,6 @@ def intake_batch(batch_id: int) -> str:
         if _canceled(batch):
             return "canceled"
         if not _take_archive(batch, deadline):
-            intake_batch.enqueue(batch.pk)
             return "continues"
     Batch.objects.filter(pk=batch.pk, state=Batch.State.INTAKE).update(state=Batch.State.READY)
     if not batch.name:
@@ -758,9 +772,10 @@ def recover(sender: Any, **kwargs: Any) -> int:
 
 
 def _queued(work: Any, *args: Any) -> bool:
-    """Whether this task with these arguments is already waiting in the queue."""
+    """Whether this task with these arguments is already waiting in the queue, or running (a
+    dead worker's running tasks are handed back by the workers still running)."""
     return DBTaskResult.objects.filter(
-        status="READY", task_path=work.module_path, args_kwargs__args=list(args)
+        status__in=["READY", "RUNNING"], task_path=work.module_path, args_kwargs__args=list(args)
     ).exists()
 
 

@@ -28,6 +28,8 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from segmentation import engines
+from segmentation.imaging.store import storage_unavailable
+from segmentation.locks import held
 from segmentation.models import Run
 from segmentation.signals import run_changed
 
@@ -103,6 +105,7 @@ def submit_run(run_id: str) -> str:
             image_delivery=run.image_delivery,
         )
         changed(run)
+        logger.warning("run=%s event=submit_failed error=%s", run.pk, type(exc).__name__)
         raise
     except BaseException:
         # The worker is stopping (Ctrl+C) in the middle of the send: the request may or may not
@@ -113,6 +116,7 @@ def submit_run(run_id: str) -> str:
         )
         raise
     changed(run)
+    logger.info("run=%s event=submit outcome=%s attempt=%s", run.pk, outcome, run.submit_attempts)
     return outcome
 
 
@@ -149,6 +153,7 @@ def poll_run(context: TaskContext, run_id: str) -> str:
     engine = engines.for_run(run)
     # Transient or not, a look that fails is tried again later; the deadline bounds it.
     outcome = engine.refresh(run)
+    logger.info("run=%s event=poll attempt=%s outcome=%s", run_id, attempt, outcome)
     changed(run)
     run.refresh_from_db(fields=["status", "poll_deadline_at"])
     if run.status not in Run.AT_ENGINE:
@@ -163,6 +168,7 @@ def poll_run(context: TaskContext, run_id: str) -> str:
             ),
         )
         changed(run)
+        logger.info("run=%s event=stale", run_id)
         return "stale"
     schedule_poll(run_id, delay=poll_delay(attempt))
     return outcome
@@ -183,8 +189,10 @@ def _enqueue_copy_now(run_id: str) -> None:
 
 
 @task(takes_context=True)
-def copy_artifacts(context: TaskContext, run_id: str) -> str:
-    """Copy a succeeded run's masks and preview into our storage (see Engine.store_result)."""
+def copy_artifacts(context: TaskContext, run_id: str, storage_tries: int = 0) -> str:
+    """Copy a succeeded run's masks and preview into our storage (see Engine.store_result).
+    While the storage cannot take them (a bucket unreachable, a full disk) the run waits and
+    this is tried again, for as long as it takes: masks already copied are kept."""
     run = Run.objects.select_related("image").filter(pk=run_id).first()
     if run is None or run.artifacts_task_id != str(context.task_result.id):
         return "superseded"
@@ -193,22 +201,77 @@ def copy_artifacts(context: TaskContext, run_id: str) -> str:
     Run.objects.filter(pk=run_id).update(artifacts=Run.Artifacts.COPYING)
     try:
         return engines.for_run(run).store_result(run)
+    except Exception as exc:
+        if not storage_unavailable(exc):
+            raise
+        _copy_when_storage_is_back(run_id, storage_tries, exc)
+        return "waiting for storage"
     finally:
         changed(run)
 
 
+# The first words of the note a run waiting for its storage shows (views._common reads it).
+STORAGE_WAIT_NOTE = "Waiting for storage"
+
+
+def _copy_when_storage_is_back(run_id: str, tries: int, exc: Exception) -> None:
+    first, most = settings.SAM3WEB_STORAGE_RETRY_FIRST, settings.SAM3WEB_STORAGE_RETRY_MAX
+    delay = min(most, first * 2 ** min(tries, 20))
+    logger.warning(
+        "run=%s event=storage_wait error=%s retry_in=%.1f detail=%s",
+        run_id,
+        type(exc).__name__,
+        delay,
+        exc,
+    )
+    note = (
+        f"{STORAGE_WAIT_NOTE}: the file storage cannot take the masks right now "
+        f"({type(exc).__name__}). They are copied as soon as it is back."
+    )
+    with transaction.atomic():  # see schedule_poll
+        result = copy_artifacts.using(
+            run_after=timezone.now() + dt.timedelta(seconds=delay)
+        ).enqueue(run_id, tries + 1)
+        Run.objects.filter(pk=run_id).update(
+            artifacts=Run.Artifacts.PENDING, artifacts_task_id=result.id, artifact_notes=[note]
+        )
+
+
 # --- after a stopped worker -------------------------------------------------------------------
+
+
+def release_claim(task_path: str, args: list[Any]) -> None:
+    """A task of a dead worker goes back to the queue: let go of what it had claimed, so the
+    task, run again, takes it at once. A submit's lease is released (the submit is sent again
+    with the same idempotency key: still one provider run); polls and copies claim nothing
+    (the run names its current task, which stays current); a batch intake's lock went with the
+    dead worker's connection or process."""
+    if task_path == submit_run.module_path and args:
+        Run.objects.filter(pk=args[0], status=Run.Status.SUBMITTING).update(
+            lease_until=timezone.now()
+        )
 
 
 def recover_runs() -> int:
     """Queue again whatever a stopped worker left behind: runs pending or half-submitted,
     runs at the engine whose poll chain broke, and runs whose masks were being copied.
 
-    Run at worker start-up. A run still inside a live submit lease is queued to run when
-    the lease ends, so a worker that is merely slow keeps its run."""
+    Run at worker start-up, by one starting worker at a time (several starting together must
+    not queue the same run twice). A task running on another worker counts as queued: if that
+    worker is dead, the living ones hand its tasks back (segmentation.worker). A run still
+    inside a live submit lease is queued to run when the lease ends, so a worker that is
+    merely slow keeps its run."""
+    with held("recover-runs"):
+        return _recover_runs()
+
+
+def _recover_runs() -> int:
     now = timezone.now()
     ready = {
-        str(t) for t in DBTaskResult.objects.filter(status="READY").values_list("id", flat=True)
+        str(t)
+        for t in DBTaskResult.objects.filter(status__in=["READY", "RUNNING"]).values_list(
+            "id", flat=True
+        )
     }
     count = 0
     for run in Run.objects.filter(status__in=Run.LOCAL_STATUSES).only(

@@ -134,3 +134,38 @@ def test_the_demo_segments_at_once_and_ctrl_c_stops_it_cleanly(served: Served, b
     assert seconds < 5, output
     assert "SIGKILL" not in output and "Traceback" not in output, output
     assert output.rstrip().endswith("Stopped."), output
+
+
+def test_workers_2_starts_two_workers_that_both_beat(tmp_path: Path) -> None:
+    app = Served(tmp_path, WORKERS="2")
+    try:
+        count = "from segmentation.models import WorkerHeartbeat as W; print(W.objects.count())"
+        deadline = time.monotonic() + 30
+        while app.manage("shell", "-c", count).split()[-1] != "2":
+            assert time.monotonic() < deadline, app.output()
+            time.sleep(0.3)
+        assert len(re.findall(r"Starting worker worker_id=", app.output())) == 2, app.output()
+        assert app.ctrl_c() < 5
+        assert app.proc.returncode == 0, app.output()
+        # A clean stop takes each worker's heartbeat row with it.
+        assert app.manage("shell", "-c", count).split()[-1] == "0"
+    finally:
+        if app.proc.poll() is None:
+            os.killpg(app.proc.pid, signal.SIGKILL)
+            app.proc.wait(10)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1"])
+def test_a_workers_value_that_is_not_a_positive_number_is_refused(value: str) -> None:
+    done = subprocess.run(
+        ["bin/serve"],
+        cwd=ROOT,
+        env={**os.environ, "WORKERS": value},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert f'WORKERS must be a whole number of worker processes, 1 or more (got "{value}")' in (
+        done.stderr
+    )

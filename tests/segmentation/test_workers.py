@@ -1,0 +1,313 @@
+"""Several workers share one queue: each run is sent once and none is lost, whether the workers
+are many, killed with SIGKILL in the middle of a submit or a copy, racing for the same run, or
+the database restarts under them. A dead worker's tasks are taken over by the workers still
+running, without a restart, through their heartbeats (segmentation.worker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+from django_tasks_db.models import DBTaskResult
+
+from segmentation import runs, schema
+from segmentation.models import Mask, Run, WorkerHeartbeat
+from tests.factories import stored_image, wait_for, worker_env
+from tests.postgres_server import binaries
+from tests.sample_images import ROOT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Fast heartbeats, quick to call a silent worker dead, quick polls: a test's takeover happens
+# in a couple of seconds instead of the production fifteen. The long lease makes sure that it
+# is the takeover that frees a killed worker's submit, not the lease running out.
+FAST = {
+    "SAM3WEB_WORKER_HEARTBEAT": "0.2",
+    "SAM3WEB_WORKER_DEAD_AFTER": "2",
+    "SAM3WEB_POLL_FIRST": "0.05",
+    "SAM3WEB_POLL_MAX_INTERVAL": "0.2",
+    "SAM3WEB_SUBMIT_LEASE": "600",
+}
+WORKER = ("worker", "--", "--no-startup-delay")
+DB_WORKER = ("db_worker", "--no-startup-delay")
+
+
+def socket_folder() -> str:
+    """The folder of the PostgreSQL socket the test database is reached through ("" if none)."""
+    db = connection.settings_dict
+    return str(db["HOST"] or db.get("OPTIONS", {}).get("host", ""))
+
+
+def on_postgresql() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("several workers at once are exercised on PostgreSQL (bin/test runs both)")
+
+
+class Workers:
+    """Worker processes of this test's database, their output in files (a pipe nobody reads
+    would fill and stall them)."""
+
+    def __init__(self, standin: Any, tmp: Path, **env: str) -> None:
+        self.env = worker_env(standin, **{**FAST, **env})
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+
+    def start(self, n: int, command: tuple[str, ...] = WORKER) -> None:
+        for _ in range(n):
+            log = self.tmp / f"worker-{len(self.procs)}.log"
+            self.logs.append(log)
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "manage.py", *command],
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=log.open("wb"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def output(self) -> str:
+        return "".join(f"--- {log.name}\n{log.read_text()}" for log in self.logs)
+
+    def running(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def kill_the_one_running(self, task_id: str) -> subprocess.Popen[bytes]:
+        """SIGKILL the worker whose heartbeat says it is running this task."""
+        wait_for(lambda: WorkerHeartbeat.objects.filter(task_id=task_id).exists(), 30)
+        pid = WorkerHeartbeat.objects.get(task_id=task_id).pid
+        [proc] = [p for p in self.procs if p.pid == pid]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.running():
+            proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def workers(standin: Any, tmp_path: Path) -> Iterator[Workers]:
+    standin.complete_after = 0.05  # Runflow answers at once
+    group = Workers(standin, tmp_path)
+    yield group
+    group.stop()
+    print(group.output())  # shown when the test fails
+
+
+def burst(owner: Any, n: int) -> list[str]:
+    """``n`` runs made as the form makes them, each with its submit queued."""
+    image = stored_image("cat.jpg")
+    return [
+        str(
+            runs.create_run(
+                owner=owner, image=image, input=schema.validate_input({"prompt": f"cat {i}"})
+            ).pk
+        )
+        for i in range(n)
+    ]
+
+
+def done(ids: list[str]) -> bool:
+    return Run.objects.filter(
+        pk__in=ids, status=Run.Status.SUCCEEDED, artifacts=Run.Artifacts.DONE
+    ).count() == len(ids)
+
+
+def assert_each_sent_once_and_finished(standin: Any, ids: list[str], output: str) -> None:
+    assert done(ids), output
+    for run_id in ids:
+        assert len(standin.runs_for_client_ref(run_id)) == 1, (run_id, output)
+    assert len(standin.runs) == len(ids)
+    # Each run's masks stored once, no copy left half-done.
+    for run in Run.objects.filter(pk__in=ids):
+        assert Mask.objects.filter(run=run).count() == run.mask_count
+    # The last tasks record their end a moment after the run shows it.
+    wait_for(lambda: not DBTaskResult.objects.filter(status="RUNNING").exists(), 10)
+    assert not DBTaskResult.objects.filter(status="FAILED").exists(), output
+    assert "Traceback" not in output, output
+
+
+# --- PostgreSQL: a burst, and workers killed in it ---------------------------------------------
+
+
+def test_four_workers_share_a_burst_each_run_sent_once(owner, standin, workers) -> None:
+    on_postgresql()
+    ids = burst(owner, 200)
+    workers.start(4)
+    wait_for(lambda: done(ids), 120)
+    assert_each_sent_once_and_finished(standin, ids, workers.output())
+    # Every worker did its share.
+    living = set(WorkerHeartbeat.objects.values_list("worker_id", flat=True))
+    claimed_by = {
+        w for ids in DBTaskResult.objects.values_list("worker_ids", flat=True) for w in ids
+    }
+    assert len(living) == 4 and claimed_by == living
+
+
+@pytest.mark.parametrize("command", [WORKER, DB_WORKER], ids=["worker", "db_worker"])
+def test_a_worker_killed_mid_burst_loses_nothing(owner, standin, workers, command) -> None:
+    on_postgresql()
+    ids = burst(owner, 80)
+    workers.start(4, command)
+    wait_for(lambda: Run.objects.filter(pk__in=ids, status=Run.Status.SUCCEEDED).count() > 10)
+    busy = WorkerHeartbeat.objects.exclude(task_id="").values_list("task_id", flat=True).first()
+    if busy is None:
+        wait_for(lambda: WorkerHeartbeat.objects.exclude(task_id="").exists(), 30)
+        busy = WorkerHeartbeat.objects.exclude(task_id="").values_list("task_id", flat=True)[0]
+    killed = workers.kill_the_one_running(busy)
+    # No restart: the three left take over.
+    wait_for(lambda: done(ids), 120)
+    output = workers.output()
+    assert f"pid {killed.pid}) died" in output, output
+    assert not WorkerHeartbeat.objects.filter(pid=killed.pid).exists()
+    assert_each_sent_once_and_finished(standin, ids, output)
+
+
+def test_a_worker_killed_mid_submit_is_taken_over_and_the_run_made_once(
+    owner, standin, workers
+) -> None:
+    # Runflow records the run, then holds its answer: the worker is killed while waiting.
+    standin.create_delay = 30.0
+    [run_id] = burst(owner, 1)
+    workers.start(2)
+    wait_for(lambda: len(standin.runs_for_client_ref(run_id)) == 1, 30)
+    killed = workers.kill_the_one_running(Run.objects.get(pk=run_id).task_id)
+    standin.create_delay = 0
+    # The other worker (no restart) sends it again with the same idempotency key.
+    wait_for(lambda: done([run_id]), 30)
+    output = workers.output()
+    assert f"pid {killed.pid}) died" in output and "1 task(s) taken over" in output, output
+    assert_each_sent_once_and_finished(standin, [run_id], output)
+    assert Run.objects.get(pk=run_id).submit_attempts == 2
+
+
+def test_a_worker_killed_mid_copy_is_taken_over_and_each_mask_stored_once(
+    owner, standin, workers
+) -> None:
+    standin.file_faults = {1: "hang"}  # the second mask stalls: the worker dies copying it
+    run = runs.create_run(
+        owner=owner,
+        image=stored_image("coins.png"),
+        input=schema.validate_input(
+            {"prompt": "coins", "return_multiple_masks": True, "max_masks": 4}
+        ),
+    )
+    workers.start(2)
+    wait_for(lambda: Run.objects.get(pk=run.pk).artifacts == Run.Artifacts.COPYING, 30)
+    wait_for(lambda: Run.objects.get(pk=run.pk).artifacts_task_id != "", 30)
+    task_id = Run.objects.get(pk=run.pk).artifacts_task_id
+    standin.file_faults = {}
+    killed = workers.kill_the_one_running(task_id)
+    standin.release_files()
+    wait_for(lambda: done([str(run.pk)]), 30)
+    output = workers.output()
+    assert f"pid {killed.pid}) died" in output, output
+    assert_each_sent_once_and_finished(standin, [str(run.pk)], output)
+    assert Run.objects.get(pk=run.pk).mask_count > 1
+
+
+def test_two_workers_racing_for_the_same_run_send_it_once(owner, standin, workers) -> None:
+    """A run queued twice (a recovery and its own submit, say) and two idle workers woken for
+    it together: one claims it, the other finds it claimed."""
+    standin.create_delay = 0.5  # both submits are in flight together
+    [run_id] = burst(owner, 1)
+    from segmentation.tasks import submit_run
+
+    submit_run.enqueue(run_id)
+    workers.start(2)
+    wait_for(lambda: done([run_id]), 30)
+    assert_each_sent_once_and_finished(standin, [run_id], workers.output())
+    assert Run.objects.get(pk=run_id).submit_attempts == 1
+    outcomes = DBTaskResult.objects.filter(task_path=submit_run.module_path)
+    assert [t.return_value for t in outcomes].count("not claimed") == 1
+
+
+# --- PostgreSQL restarted under the workers ---------------------------------------------------
+
+
+def restart_postgresql() -> None:
+    """Stop the suite's own PostgreSQL (fast: every connection is cut), wait, start it again."""
+    host = socket_folder()
+    data = Path(host) / "data"
+    bin_dir = binaries()
+    assert bin_dir is not None
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    connection.close()
+    subprocess.run(
+        [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    time.sleep(2)
+    options = f"-c listen_addresses='' -c unix_socket_directories={host} -c fsync=off"
+    subprocess.run(
+        [
+            *prefix,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(Path(host) / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_postgresql_restarted_under_load_the_workers_reconnect_and_finish(
+    owner, standin, workers
+) -> None:
+    on_postgresql()
+    host = socket_folder()
+    if not (host.startswith("/") and (Path(host) / "data").is_dir()):
+        pytest.skip("the database is not a throwaway cluster of the test run's own")
+    ids = burst(owner, 80)
+    workers.start(3)
+    wait_for(lambda: Run.objects.filter(pk__in=ids, status=Run.Status.SUCCEEDED).count() > 15)
+    restart_postgresql()
+    wait_for(lambda: done(ids), 120)
+    output = workers.output()
+    assert "Lost the database" in output, output
+    assert len(workers.running()) == 3, output  # none crashed
+    # Nothing taken for dead: every worker beat again within the grace period.
+    assert "died" not in output, output
+    assert_each_sent_once_and_finished(standin, ids, output)
+
+
+# --- SQLite ------------------------------------------------------------------------------------
+
+
+def test_on_sqlite_three_workers_stay_correct_and_never_report_a_locked_database(
+    owner, standin, workers
+) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's own locking")
+    ids = burst(owner, 60)
+    workers.start(3)
+    wait_for(lambda: done(ids), 120)
+    output = workers.output()
+    assert_each_sent_once_and_finished(standin, ids, output)
+    assert "database is locked" not in output.lower(), output
+    assert WorkerHeartbeat.objects.count() == 3
