@@ -20,6 +20,7 @@ from django.test import Client
 
 from runflow_standin import RunflowStandin
 from tests.factories import BROKE_KEY, TEST_KEY
+from tests.s3_server import S3Server, storage_settings
 from tests.sample_images import ROOT
 
 # The live test server listens with socketserver's backlog of 5: a burst of simultaneous
@@ -160,3 +161,27 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(
                 f"{shot.relative_to(ROOT)}  ({shot.stat().st_size // 1024} KiB)"
             )
+
+
+# --- object storage -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server, one for the whole test run (tests/s3_server.py)."""
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def object_storage(s3_server: S3Server, settings: Any) -> Iterator[tuple[S3Server, str]]:
+    """Media in a bucket of its own for this test, as AWS_STORAGE_BUCKET_NAME makes it (worker
+    processes get the same through tests.factories.worker_env)."""
+    if not s3_server.running:  # a test before stopped it and failed before starting it again
+        s3_server.start()
+    bucket = s3_server.new_bucket()
+    settings.STORAGES = {**settings.STORAGES, "default": storage_settings(s3_server, bucket)}
+    yield s3_server, bucket
+    if not s3_server.running:
+        s3_server.start()

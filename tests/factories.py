@@ -226,7 +226,8 @@ def database_url() -> str:
     db = connection.settings_dict
     if connection.vendor == "sqlite":
         return f"sqlite:///{db['NAME']}"
-    host = db["HOST"]
+    # dj-database-url puts a socket folder given as ?host= in OPTIONS, not HOST.
+    host = db["HOST"] or db["OPTIONS"].get("host", "")
     where = (
         f"@/{db['NAME']}?host={host}"
         if host.startswith("/")
@@ -248,9 +249,26 @@ def worker_env(standin: Any, **extra: str) -> dict[str, str]:
         "RUNFLOW_BACKOFF_BASE": "0.01",
         "SAM3WEB_SUBMIT_LEASE": "1",
         "SAM3WEB_STATIC_MANIFEST": "0",
+        **_storage_env(),
     }
     env.update(extra)
     return env
+
+
+def _storage_env() -> dict[str, str]:
+    """The AWS_* variables of this test's bucket (the object_storage fixture), or none at all:
+    a worker must store where the test's own process does."""
+    default: dict[str, Any] = settings.STORAGES["default"]
+    options: dict[str, Any] = default.get("OPTIONS", {})
+    if default["BACKEND"] != "storages.backends.s3.S3Storage":
+        return {"AWS_STORAGE_BUCKET_NAME": ""}
+    return {
+        "AWS_STORAGE_BUCKET_NAME": options["bucket_name"],
+        "AWS_S3_ENDPOINT_URL": options["endpoint_url"] or "",
+        "AWS_ACCESS_KEY_ID": options["access_key"] or "",
+        "AWS_SECRET_ACCESS_KEY": options["secret_key"] or "",
+        "AWS_S3_REGION_NAME": options["region_name"] or "",
+    }
 
 
 def worker_until_idle(standin: Any, **extra: str) -> subprocess.CompletedProcess[str]:

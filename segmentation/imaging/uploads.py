@@ -13,7 +13,10 @@ sentence for the person; otherwise it is "".
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, cast
+import errno
+import os
+from contextlib import suppress
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
@@ -27,7 +30,58 @@ if TYPE_CHECKING:
     from django.http.request import _PostDataProtocol
 
 
-class LimitedDiskUploadHandler(TemporaryFileUploadHandler):
+NO_ROOM = (
+    "The server has no room left for this upload right now, so none of its files were kept. "
+    "Please try again later, or tell your admin."
+)
+
+
+class TemporaryUploadHandler(TemporaryFileUploadHandler):
+    """Django's handler for files too large to keep in memory, which, when the disk its
+    temporary files go to is full, stops the upload with a sentence for the person (in
+    ``request.upload_refused``) instead of failing the request, and leaves no partial file.
+    Every upload uses it (settings.FILE_UPLOAD_HANDLERS)."""
+
+    refused = ""
+
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().new_file(*args, **kwargs)
+        except OSError as exc:
+            self._full_disk(exc)
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
+        try:
+            return super().receive_data_chunk(raw_data, start)
+        except OSError as exc:
+            self._full_disk(exc)
+            return None  # not reached: _full_disk raises
+
+    def _full_disk(self, exc: OSError) -> None:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise exc
+        self._refuse(NO_ROOM)
+        raise StopUpload(connection_reset=False) from exc
+
+    def _refuse(self, message: str) -> None:
+        self.refused = message
+        if self.request is not None:
+            self.request.upload_refused = message  # type: ignore[attr-defined]
+        upload = getattr(self, "file", None)
+        if upload is not None:
+            path = upload.temporary_file_path()
+            with suppress(OSError):
+                upload.close()  # flushing what it buffered fails again on a full disk
+            with suppress(FileNotFoundError):
+                os.unlink(path)  # never a half-written file left behind
+
+
+def upload_refused(request: HttpRequest) -> str:
+    """Why the request's upload was stopped, in a sentence for the person; "" if it was not."""
+    return str(getattr(request, "upload_refused", ""))
+
+
+class LimitedDiskUploadHandler(TemporaryUploadHandler):
     """TemporaryFileUploadHandler for every file, small ones too (Django's default keeps files
     under FILE_UPLOAD_MAX_MEMORY_SIZE in memory: 500 photos would all sit in RAM), stopping
     the upload once the files' bytes together pass ``max_total_bytes``."""
@@ -36,7 +90,6 @@ class LimitedDiskUploadHandler(TemporaryFileUploadHandler):
         super().__init__(request)
         self.max_total_bytes = max_total_bytes
         self.received = 0
-        self.refused = ""
         self._completed: list[UploadedFile] = []
         self._parsing = False
         if request is not None:
@@ -69,12 +122,10 @@ class LimitedDiskUploadHandler(TemporaryFileUploadHandler):
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
         self.received += len(raw_data)
         if self.received > self.max_total_bytes:
-            self.refused = (
+            self._refuse(
                 f"The upload is larger than the {size_text(self.max_total_bytes)} limit, "
                 "so none of its files were kept."
             )
-            if self.request is not None:
-                self.request.upload_refused = self.refused  # type: ignore[attr-defined]
             # The rest of the body is still read (and thrown away) so the browser gets the
             # page that says so, rather than a reset connection.
             raise StopUpload(connection_reset=False)

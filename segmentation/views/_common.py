@@ -7,16 +7,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, Http404, HttpRequest
+from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django_htmx.middleware import HtmxDetails
 
 from accounts import budgets
-from segmentation import engines, exports, live
+from segmentation import engines, exports, live, tasks
 from segmentation.imaging.render import colour_for
+from segmentation.imaging.store import signed_url
 from segmentation.models import CallerCallback, Mask, Run
 
 
@@ -30,9 +33,18 @@ def run_or_404(run_id: Any) -> Run:
     return get_object_or_404(Run.objects.select_related("image", "owner", "token"), pk=run_id)
 
 
-def serve(file: FieldFile, content_type: str) -> FileResponse:
+def serve(file: FieldFile, content_type: str) -> HttpResponseBase:
     """A stored file, as the type we determined (never the uploader's), cached privately, and
-    never run as a page."""
+    never run as a page. Callers have checked access already: from a bucket, this is a
+    redirect to a link signed for a few minutes (the bucket sends the bytes, with our content
+    type); from the filesystem, the file itself."""
+    url = signed_url(file, content_type)
+    if url:
+        redirect = HttpResponseRedirect(url)
+        # Cached for at most half the link's life, so a cached redirect never leads to a link
+        # that has expired; the file it leads to is cached by its own (new) URL.
+        redirect["Cache-Control"] = f"private, max-age={settings.SAM3WEB_S3_URL_TTL // 2}"
+        return redirect
     try:
         f = file.open("rb")
     except FileNotFoundError:
@@ -67,6 +79,7 @@ def run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
         "options": options_of(run),
         "masks": masks,
         "masks_missing": sum(1 for m in masks if not m.file),
+        "storage_waiting": storage_waiting(run),
         "instances": [_instance(m, drawing["font_size"], image_area) for m in masks],
         "deliveries": deliveries,
         "caller_callbacks": caller_callbacks,
@@ -78,6 +91,13 @@ def run_context(run: Run, request: HttpRequest | None = None) -> dict[str, Any]:
         "output_json": pretty(run.output),
         "metadata_json": pretty(run.metadata),
     }
+
+
+def storage_waiting(run: Run) -> bool:
+    """The run's masks wait for the file storage to be reachable again (tasks.copy_artifacts)."""
+    return run.copying and any(
+        str(note).startswith(tasks.STORAGE_WAIT_NOTE) for note in run.artifact_notes
+    )
 
 
 def _caller_callback(callback: CallerCallback) -> dict[str, Any]:

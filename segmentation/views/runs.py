@@ -18,6 +18,7 @@ from django_htmx.http import HttpResponseStopPolling
 from accounts import budgets
 from segmentation import engines, live, runs
 from segmentation.forms import RunForm, SubmissionKeyField
+from segmentation.imaging.uploads import upload_refused
 from segmentation.models import Run
 from segmentation.views._common import budget_context, run_context, run_or_404
 
@@ -44,6 +45,10 @@ def run_new(request: HttpRequest) -> HttpResponse:
         # The image is taken in (and kept) even when runs cannot be sent yet, so nothing
         # chosen is lost once they can.
         valid = form.is_valid()
+        if refused := upload_refused(request):  # the temporary disk is full
+            form.errors.pop("image", None)
+            form.add_error("image", refused)
+            valid = False
         if unavailable:
             form.add_error(None, unavailable)
         elif valid:

@@ -240,7 +240,9 @@ def shared_export(request: HttpRequest, run: Run, fmt: str) -> HttpResponseBase:
     )
 
 
-def _private(response: FileResponse) -> FileResponse:
+def _private(response: HttpResponseBase) -> HttpResponseBase:
     # The team's files may be cached for a day; a public link's must be able to stop sooner.
-    response["Cache-Control"] = FILE_CACHE_CONTROL
+    # A redirect to a signed link keeps its own, shorter, life (see _common.serve).
+    if isinstance(response, FileResponse):
+        response["Cache-Control"] = FILE_CACHE_CONTROL
     return response
