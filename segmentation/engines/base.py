@@ -143,9 +143,9 @@ class Engine(ABC):
         parsed = self.output(run)
         notes = list(parsed.notes)
         for note in parsed.notes:
-            logger.info("Run %s output: %s", run.pk, note)
+            logger.info("run=%s event=output_note note=%s", run.pk, note)
         if parsed.found_in == "none":
-            logger.warning("Run %s: no masks found in the output", run.pk)
+            logger.warning("run=%s event=no_masks", run.pk)
 
         copied = {m.index: m for m in run.masks.all()}
         todo = [r for r in parsed.masks if not (r.index in copied and copied[r.index].file)]
@@ -192,6 +192,10 @@ class Engine(ABC):
                 notes.append(f"The preview could not be copied: {exc}")
                 Run.objects.filter(pk=run.pk).update(artifact_notes=notes)
         self.after_store(run)
+        logger.info(
+            "run=%s event=copied artifacts=%s masks=%s missing=%s",
+            run.pk, state, len(stored), len(missing),
+        )  # fmt: skip
         return str(state)
 
     def _download_mask(self, ref: MaskRef) -> bytes:

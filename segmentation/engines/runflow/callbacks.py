@@ -108,6 +108,10 @@ def _receive_callback(request: HttpRequest, run_id: Any, token: str) -> JsonResp
     def answer(status: int, outcome: str, reason: str = "") -> JsonResponse:
         delivery.http_status, delivery.outcome, delivery.reason = status, outcome, reason
         delivery.save()
+        logger.info(
+            "run=%s event=callback outcome=%s http_status=%s provider_status=%s",
+            run_id, outcome, status, delivery.provider_status or "-",
+        )  # fmt: skip
         return JsonResponse(
             {"ok": status == 200, "outcome": outcome, "reason": reason}, status=status
         )

@@ -463,7 +463,7 @@ class RunflowClient:
         try:
             return self._scan_for_client_ref(client_ref, max_pages=2, page_size=25, attempts=1)
         except RunflowError as error:
-            logger.info("Runflow lookup of client_ref %s failed: %s", client_ref, error)
+            logger.info("run=%s event=lookup_by_ref_failed error=%s", client_ref, error)
             return None
         finally:
             self.last_attempts, self.last_status = attempts, status

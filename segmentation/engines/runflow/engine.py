@@ -46,7 +46,7 @@ class RunflowEngine(base.Engine):
                 if provider_run is None:
                     provider_run = _create(run, client)
             except runflow.RunflowError as exc:
-                logger.warning("Run %s not submitted: %s", run.pk, exc.summary())
+                logger.warning("run=%s event=not_submitted error=%s", run.pk, exc.summary())
                 base.not_submitted(
                     run,
                     http_status=exc.status_code,
@@ -82,15 +82,15 @@ class RunflowEngine(base.Engine):
         except runflow.RunflowError as exc:
             if exc.status_code == 404:
                 # RUN_NOT_FOUND is final (docs/runflow-api.md): asking again will not help.
-                logger.warning("Run %s is unknown at Runflow: %s", run.pk, exc.summary())
+                logger.warning("run=%s event=unknown_at_engine error=%s", run.pk, exc.summary())
                 code = (
                     exc.code if exc.code and not exc.code.startswith("HTTP_") else "RUN_NOT_FOUND"
                 )
                 return base.unknown_at_engine(run, engine=self, code=code, http_status=404)
-            logger.warning("Looking up run %s at Runflow failed: %s", run.pk, exc)
+            logger.warning("run=%s event=lookup_failed error=%s", run.pk, exc)
             return "error"
         except BadResult as exc:
-            logger.warning("Looking up run %s at Runflow failed: %s", run.pk, exc)
+            logger.warning("run=%s event=bad_result error=%s", run.pk, exc)
             return "error"
         return base.apply_result(run.pk, result, source="poll")
 
@@ -103,7 +103,7 @@ class RunflowEngine(base.Engine):
             with runflow.get_client() as client:
                 result = parse_run_object(client.get_run(run.provider_run_id))
         except (runflow.RunflowError, BadResult) as exc:
-            logger.info("Run %s: cost not fetched: %s", run.pk, exc)
+            logger.info("run=%s event=cost_not_fetched error=%s", run.pk, exc)
             return
         if result.cost is not None:
             Run.objects.filter(pk=run.pk).update(cost=result.cost)
