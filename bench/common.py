@@ -36,6 +36,20 @@ def throwaway_django(*, static_manifest: bool = False) -> str:
     return data
 
 
+def throwaway_postgres() -> str:
+    """Start a throwaway PostgreSQL server (tests/postgres_server.py) for this process and
+    point DATABASE_URL at it; call before throwaway_django. Stopped, and its folder removed,
+    when the process exits. Returns its URL."""
+    import atexit
+
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    atexit.register(server.stop)
+    os.environ["DATABASE_URL"] = server.url
+    return server.url
+
+
 def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

@@ -18,7 +18,10 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
-from django.db.models import F, Q, QuerySet
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import CharField, F, Func, Q, QuerySet
+from django.db.models.lookups import Contains
+from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
 from segmentation.models import Batch, BatchRun, Run
@@ -46,6 +49,38 @@ SORTS = {
 }
 
 KINDS = [("text", "Text prompt"), ("points", "Points"), ("boxes", "Boxes")]
+
+
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class AsciiUpper(Func):
+    """A text column with its ASCII letters in capitals and every other character as it is:
+    the one case-insensitivity SQLite and PostgreSQL share whatever their locale. SQLite's LIKE
+    ignores the case of ASCII letters only, so there the column is compared as it is (and the
+    history's covering indexes still answer); PostgreSQL's upper() under the "C" collation
+    changes ASCII letters only, where its default collation would follow the server's locale
+    (Unicode letters on one server, ASCII on another)."""
+
+    output_field = CharField()
+
+    def as_sql(  # type: ignore[override]
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any
+    ) -> tuple[str, tuple[Any, ...]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return sql, tuple(params)
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any
+    ) -> tuple[str, tuple[Any, ...]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f'UPPER(({sql}) COLLATE "C")', tuple(params)
+
+
+def prompt_search(text: str) -> Q:
+    """Runs whose prompt contains `text`, ASCII letters in either case (see AsciiUpper): "CAT"
+    finds "Black cat"; "É" finds "É" only, on either database."""
+    return Q(Contains(AsciiUpper(F("prompt_text")), text.translate(_ASCII_UPPER)))
 
 
 class HistoryFilter(forms.Form):
@@ -109,7 +144,7 @@ class HistoryFilter(forms.Form):
         data = getattr(self, "cleaned_data", {})
         q = Q()
         if text := data.get("q"):
-            q &= Q(prompt_text__icontains=text)
+            q &= prompt_search(text)
         if batch := data.get("batch"):
             # A subquery, not a join: a run is listed once however many cells point at it.
             q &= Q(pk__in=BatchRun.objects.filter(batch=batch).values("run_id"))
@@ -211,12 +246,13 @@ def _beyond(sort: Sort, value: Any, run_id: uuid.UUID, forward: bool) -> list[Q]
 
 
 def _ordering(sort: Sort, forward: bool) -> list[Any]:
+    """The sort's order, then the id's (the unique key: rows with equal values keep one order
+    on every database). No NULLS FIRST/LAST: every part page_of reads is all NULLs or none
+    (see _beyond), and a NULLS clause the index was not built with makes PostgreSQL sort the
+    whole table (a B-tree read backwards puts NULLs first; SQLite puts them last)."""
     desc = sort.descending == forward
     field = F(sort.field)
-    # NULLs last going forward, so first going back.
-    nulls = ({"nulls_last": True} if forward else {"nulls_first": True}) if sort.nullable else {}
-    key = field.desc(**nulls) if desc else field.asc(**nulls)
-    return [key, F("id").desc() if desc else F("id").asc()]
+    return [field.desc() if desc else field.asc(), F("id").desc() if desc else F("id").asc()]
 
 
 @dataclass
@@ -232,7 +268,10 @@ def page_of(queryset: QuerySet[Run], sort: Sort, *, after: str = "", before: str
     """One page of `queryset` in `sort` order: the first, the one after cursor `after`, or the
     one before cursor `before`. Raises BadCursor for a cursor that is not ours."""
     forward = not before
-    parts = [Q()]
+    # A nullable sort reads its values, then its NULLs: two ranges of its index.
+    parts = [Q(**{f"{sort.field}__isnull": isnull}) for isnull in (False, True)]
+    if not sort.nullable:
+        parts = [Q()]
     if after or before:
         value, run_id = decode_cursor(after or before, sort)
         parts = _beyond(sort, value, run_id, forward)

@@ -24,6 +24,12 @@ removes exactly its files and nothing another run shows:
 Rows are written with ``bulk_create`` in batches of 1,000, one transaction each; a batch whose
 rows could not be written removes the files it wrote (the batches before it stay).
 
+For benchmarks at a million runs there is a third way, ``shared=True``: every run of a variant
+names the same files (one set of masks, one overlay, one thumbnail per variant, written once
+under masks/seed/, overlays/seed/ and thumbs/seed/), and rows go in chunks of 20,000 (on
+PostgreSQL by COPY, which also keeps the history's dates without a second UPDATE per row).
+Deleting such a run deletes files other runs show: it is for measuring pages, not for demos.
+
 Everything random comes from one generator seeded by ``seed`` and the number of runs already
 stored, so the same call on the same database makes the same runs (ids included), and
 seeding again adds new ones.
@@ -32,6 +38,7 @@ seeding again adds new ones.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import math
 import os
 import random
@@ -50,7 +57,8 @@ from django.contrib.auth.hashers import make_password
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
-from django.db.models import Min
+from django.db.models import Field, Min, Model
+from django.db.models.fields.files import FieldFile
 from PIL import Image, ImageDraw
 
 from segmentation.engines.runflow.client import build_create_body
@@ -85,6 +93,8 @@ TEAM = [
 ]
 HISTORY_DAYS = 548  # about 18 months
 BATCH = 1000
+SHARED_BATCH = 20_000
+SHARED_TEMPLATES = 20_000
 # Variants pre-rendered per image (masks + overlay + thumbnail); fewer for large photos,
 # whose masks take a second each to draw and encode.
 VARIANTS = 12
@@ -157,8 +167,10 @@ class _Image:
 class _Files:
     """Writes a run's own files under MEDIA_ROOT, as copies or hard links of variant bytes."""
 
-    def __init__(self, link: bool) -> None:
+    def __init__(self, link: bool, shared: bool = False) -> None:
         self.link = link
+        self.shared = shared
+        self.shared_names: set[str] = set()
         self.dirs: set[Path] = set()
         self.first: dict[tuple[int, str], Path] = {}
         self.written: list[str] = []
@@ -198,6 +210,16 @@ class _Files:
         if self.link:
             self.first[key] = path
 
+    def write_shared(self, name: str, data: bytes) -> None:
+        """A file many runs name: written the first time, left alone after (and kept when a
+        batch fails, since runs of earlier batches or seedings name it too)."""
+        if name in self.shared_names:
+            return
+        self.shared_names.add(name)
+        if not default_storage.exists(name):
+            default_storage.save(name, ContentFile(data))
+            self.files += 1
+
     def forget_batch(self, remove: bool) -> None:
         if remove:
             for name in self.written:
@@ -221,9 +243,11 @@ def seed_runs(
     now: dt.datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
     password: str | None = None,
+    shared: bool = False,
 ) -> SeedReport:
     """Make ``n`` runs over ``users`` teammates and the images in ``images_dir``; teammates it
-    makes sign in with ``password``, or not at all without one."""
+    makes sign in with ``password``, or not at all without one. ``shared``: the runs of a
+    variant share its files, and rows go in big chunks (see the module's notes)."""
     if n < 0:
         raise ValueError("the number of runs must not be negative")
     if not 1 <= users <= 1000:
@@ -242,15 +266,26 @@ def seed_runs(
 
     ages = sorted((_age(rng) for _ in range(n)), reverse=True)  # oldest first
     zone = zoneinfo.ZoneInfo(settings.TIME_ZONE)
-    files = _Files(link=fast)
+    files = _Files(link=fast, shared=shared)
     made = 0
     last_by_owner: dict[int, Run] = {}
-    for start in range(0, n, BATCH):
+    chunk = SHARED_BATCH if shared else BATCH
+    # On PostgreSQL with shared files, most runs repeat a template run in SQL (_replicate):
+    # every `every`-th run, and every run of the last hour (some still in flight), is made
+    # one by one; the rest keep only their own id, owner and time.
+    replicate = shared and connection.vendor == "postgresql" and n > SHARED_TEMPLATES
+    every = math.ceil(n / SHARED_TEMPLATES) if replicate else 1
+    replicas: list[tuple[uuid.UUID, Any, dt.datetime]] = []
+    templates: list[tuple[uuid.UUID, str]] = []
+    for start in range(0, n, chunk):
         runs: list[Run] = []
         masks: list[Mask] = []
-        for age in ages[start : start + BATCH]:
+        for number, age in enumerate(ages[start : start + chunk], start):
             created = _working_hours(now - age, now, zone, rng)
             owner = rng.choices(team, owner_weights)[0]
+            if replicate and number % every and age > dt.timedelta(hours=1):
+                replicas.append((_uuid(rng), owner.pk, created))
+                continue
             parent = last_by_owner.get(owner.pk)
             # Someone refining their last run ("Edit as a new run"): same image, minutes later.
             follows = parent is not None and dt.timedelta(
@@ -264,18 +299,29 @@ def seed_runs(
             last_by_owner[owner.pk] = run
             runs.append(run)
             masks += run_masks
+            if replicate and run.status in Run.FINAL_STATUSES:
+                templates.append((run.pk, str(run.status)))
         try:
             with transaction.atomic():
-                dates = [(run.created_at, run.updated_at) for run in runs]
-                Run.objects.bulk_create(runs)
-                _restore_dates(runs, dates)
-                Mask.objects.bulk_create(masks)
+                if shared and connection.vendor == "postgresql":
+                    _copy(Run, runs)
+                    _copy(Mask, masks)
+                else:
+                    dates = [(run.created_at, run.updated_at) for run in runs]
+                    Run.objects.bulk_create(runs)
+                    _restore_dates(runs, dates)
+                    Mask.objects.bulk_create(masks)
         except BaseException:
             files.forget_batch(remove=True)
             raise
         files.forget_batch(remove=False)
         made += len(runs)
         report.masks += len(masks)
+        if progress is not None and runs:
+            progress(made, n)
+    if replicas:
+        report.masks += _replicate(replicas, templates, rng, report)
+        made += len(replicas)
         if progress is not None:
             progress(made, n)
 
@@ -292,6 +338,108 @@ def seed_runs(
     report.variants = sum(1 for im in pool for v in im.variants if v is not None)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _copy(model: type[Model], rows: list[Any]) -> None:
+    """Insert ``rows`` with PostgreSQL's COPY: no SQL to build per row, and the values as the
+    objects hold them (created_at included: COPY runs no pre_save). An unset automatic key is
+    left to its sequence."""
+    if not rows:
+        return
+    qn = connection.ops.quote_name
+    fields: list[Field[Any, Any]] = [
+        f
+        for f in model._meta.concrete_fields
+        if not (f.primary_key and getattr(rows[0], f.attname) is None)
+    ]
+    columns = ", ".join(qn(str(f.column)) for f in fields)
+    json_fields = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
+    from psycopg.types.json import Jsonb
+
+    def value(field: Field[Any, Any], obj: Any) -> Any:
+        v = getattr(obj, field.attname)
+        if v is None:
+            return None
+        if field.attname in json_fields:
+            return Jsonb(v)
+        if isinstance(v, enum.Enum):  # psycopg would send a choice's name, not its value
+            return v.value
+        if isinstance(v, FieldFile):
+            return v.name or ""
+        return v
+
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg's own cursor, under Django's wrapper
+        with raw.copy(f"COPY {qn(model._meta.db_table)} ({columns}) FROM STDIN") as copy:
+            for obj in rows:
+                copy.write_row([value(f, obj) for f in fields])
+
+
+def _replicate(
+    replicas: list[tuple[uuid.UUID, Any, dt.datetime]],
+    templates: list[tuple[uuid.UUID, str]],
+    rng: random.Random,
+    report: SeedReport,
+) -> int:
+    """Insert each replica (id, owner, created_at) as a copy of a template run drawn at random
+    (a settled one: nothing months old is still in flight) with its masks, in two INSERT ...
+    SELECTs: its own id (in the request body and Runflow's answer too, where the template's
+    id was), owner and provider run id, its times moved with created_at, no parent. The files
+    are the template's (shared). Returns the masks made."""
+    drawn = [templates[rng.randrange(len(templates))] for _ in replicas]
+    for _, status in drawn:
+        report.statuses[status] = report.statuses.get(status, 0) + 1
+    qn = connection.ops.quote_name
+    shift = "(n.created_at - t.created_at)"
+
+    def select(model: type[Model], alias: str, link: str) -> tuple[str, str]:
+        columns, values = [], []
+        for f in model._meta.concrete_fields:
+            col = qn(str(f.column))
+            if f.primary_key and model is Mask:
+                continue  # a new serial key
+            columns.append(col)
+            if f.attname == link:
+                values.append("n.id")
+            elif model is Run and f.attname == "owner_id":
+                values.append("n.owner_id")
+            elif model is Run and f.attname == "parent_id":
+                values.append("NULL")
+            elif f.attname == "created_at":
+                values.append("n.created_at")
+            elif f.get_internal_type() == "DateTimeField":
+                values.append(f"{alias}.{col} + {shift}")
+            elif model is Run and f.attname == "provider_run_id":
+                values.append(
+                    f"CASE WHEN t.{col} = '' THEN '' ELSE md5(n.id::text)::uuid::text END"
+                )
+            elif f.get_internal_type() == "JSONField":
+                values.append(f"replace({alias}.{col}::text, t.id::text, n.id::text)::jsonb")
+            else:
+                values.append(f"{alias}.{col}")
+        return ", ".join(columns), ", ".join(values)
+
+    run_table, mask_table = qn(Run._meta.db_table), qn(Mask._meta.db_table)
+    run_columns, run_values = select(Run, "t", "id")
+    mask_columns, mask_values = select(Mask, "m", "run_id")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE seed_replica (id uuid, template_id uuid, owner_id bigint, "
+            "created_at timestamptz) ON COMMIT DROP"
+        )
+        with cursor.cursor.copy("COPY seed_replica FROM STDIN") as copy:
+            for (run_id, owner_id, created), (template_id, _) in zip(replicas, drawn, strict=True):
+                copy.write_row((run_id, template_id, owner_id, created))
+        cursor.execute(
+            f"INSERT INTO {run_table} ({run_columns}) SELECT {run_values} "
+            f"FROM seed_replica n JOIN {run_table} t ON t.id = n.template_id"
+        )
+        cursor.execute(
+            f"INSERT INTO {mask_table} ({mask_columns}) SELECT {mask_values} "
+            f"FROM seed_replica n JOIN {run_table} t ON t.id = n.template_id "
+            f"JOIN {mask_table} m ON m.run_id = t.id"
+        )
+        return int(cursor.rowcount)
 
 
 def _restore_dates(runs: list[Run], dates: list[tuple[dt.datetime, dt.datetime]]) -> None:
@@ -676,6 +824,8 @@ def _succeed(
     sync = run.input["sync_mode"]
     scores = sorted((round(rng.uniform(0.3, 0.99), 4) for _ in variant.masks), reverse=True)
     key = id(variant)
+    # The variant's files when runs share them: named by the image's content and the variant.
+    shared_as = f"{row.sha256[:16]}-{image.variants.index(variant)}"
     masks: list[Mask] = []
     out_masks: list[dict[str, Any]] = []
     for index, mask in enumerate(variant.masks):
@@ -693,8 +843,12 @@ def _succeed(
                 "height": row.height,
             }
         )
-        name = f"masks/{folder}/{run.id}-{index}.png"
-        files.write(name, mask.png, (key, f"mask{index}"))
+        if files.shared:
+            name = f"masks/seed/{shared_as}-{index}.png"
+            files.write_shared(name, mask.png)
+        else:
+            name = f"masks/{folder}/{run.id}-{index}.png"
+            files.write(name, mask.png, (key, f"mask{index}"))
         assert mask.bbox is not None  # variants keep only masks with pixels
         x0, y0, x1, y1 = mask.bbox
         masks.append(
@@ -715,8 +869,13 @@ def _succeed(
         ("overlay", "png", variant.overlay),
         ("thumbnail", "jpg", variant.thumbnail),
     ):
-        name = f"{'overlays' if attr == 'overlay' else 'thumbs'}/{folder}/{run.id}.{ext}"
-        files.write(name, data, (key, attr))
+        where = "overlays" if attr == "overlay" else "thumbs"
+        if files.shared:
+            name = f"{where}/seed/{shared_as}.{ext}"
+            files.write_shared(name, data)
+        else:
+            name = f"{where}/{folder}/{run.id}.{ext}"
+            files.write(name, data, (key, attr))
         setattr(run, attr, name)
     model_data: dict[str, Any] = {"masks": out_masks}
     if run.input["include_scores"]:
