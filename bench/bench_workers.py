@@ -50,6 +50,9 @@ def measure(db: str, n: int, counts: list[int]) -> None:
     if db == "postgresql":
         throwaway_postgres()
     data = throwaway_django()
+    import logging
+
+    logging.getLogger("segmentation").setLevel(logging.WARNING)  # not a line per run made
 
     from django.contrib.auth import get_user_model
     from django.core.management import call_command

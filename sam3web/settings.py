@@ -8,6 +8,7 @@ import os
 import secrets
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -131,6 +132,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A 503 that says so, not a server error, while the database is unreachable.
+    "sam3web.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -181,6 +184,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so a worker process in the tests sees the same database; one per
     # test process, so test runs side by side don't share it.
     _db["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    # A database host that does not answer fails a request (a 503 page) in seconds, not after
+    # the system's TCP time-out of minutes; anything the URL says itself wins.
+    _db["OPTIONS"] = {"connect_timeout": 5, **_db.get("OPTIONS", {})}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -211,8 +218,53 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media")).resolve()
 # Media is served by a signed-in view, never as a public folder.
 MEDIA_URL = "/media/"
+
+# Media in an S3-compatible bucket when AWS_STORAGE_BUCKET_NAME is set (django-storages' own
+# variable names). The bucket stays private: pages get files through the app's URLs, which check
+# access and then redirect to a link signed for SAM3WEB_S3_URL_TTL seconds.
+AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "").strip()
+SAM3WEB_S3_URL_TTL = envint("SAM3WEB_S3_URL_TTL", 300, minimum=10)
+# Seconds between tries while the bucket cannot be reached to store a run's masks (doubling up
+# to the maximum); the run waits as long as it takes.
+SAM3WEB_STORAGE_RETRY_FIRST = envfloat("SAM3WEB_STORAGE_RETRY_FIRST", 2.0, minimum=0.1)
+SAM3WEB_STORAGE_RETRY_MAX = envfloat("SAM3WEB_STORAGE_RETRY_MAX", 60.0, minimum=0.1)
+
+
+def s3_storage(bucket: str) -> dict[str, Any]:
+    """STORAGES["default"] for ``bucket``; the other AWS_* variables are read here too, so a
+    test can switch storages with the environment it gives a worker."""
+    from botocore.config import Config
+
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL", "").strip() or None,
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID", "").strip() or None,
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY", "").strip() or None,
+            "region_name": os.environ.get("AWS_S3_REGION_NAME", "").strip() or None,
+            "default_acl": None,  # the bucket's own: private
+            "querystring_auth": True,
+            "querystring_expire": SAM3WEB_S3_URL_TTL,
+            "file_overwrite": False,
+            # A bucket that cannot be reached fails a request in seconds, not minutes: the
+            # callers wait and try again themselves (tasks.copy_artifacts) or say so (forms).
+            "client_config": Config(
+                connect_timeout=5,
+                read_timeout=30,
+                retries={"max_attempts": 2, "mode": "standard"},
+                signature_version="s3v4",
+            ),
+        },
+    }
+
+
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": (
+        s3_storage(AWS_STORAGE_BUCKET_NAME)
+        if AWS_STORAGE_BUCKET_NAME
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    ),
     "staticfiles": {
         "BACKEND": (
             "sam3web.storage.StaticStorage"  # WhiteNoise's, with ES module imports hashed
@@ -226,12 +278,34 @@ WHITENOISE_USE_FINDERS = DEBUG or not envbool("SAM3WEB_STATIC_MANIFEST", True)
 # Uploads: the image field enforces SAM3WEB_MAX_IMAGE_BYTES; everything else is small.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Django's two handlers, the second saying so in a sentence when the temporary disk is full.
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "segmentation.imaging.uploads.TemporaryUploadHandler",
+]
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-if SAM3WEB_PUBLIC_URL.startswith("https://"):
+SECURE_REFERRER_POLICY = "same-origin"
+# Behind a reverse proxy that ends TLS: it says which scheme the browser used. Only set this
+# when the proxy always sets (or strips) X-Forwarded-Proto, or anyone could claim https.
+if envbool("SAM3WEB_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Served over HTTPS (the public URL says so, or SAM3WEB_HTTPS): plain HTTP is redirected,
+# browsers are told to use HTTPS from now on, and cookies never travel in clear.
+SAM3WEB_HTTPS = envbool("SAM3WEB_HTTPS", SAM3WEB_PUBLIC_URL.startswith("https://"))
+if SAM3WEB_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    # A load balancer checks health over plain HTTP, and a redirect is not an answer.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = envint("SAM3WEB_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SAM3WEB_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Preloading is a promise to browsers' built-in lists that is slow to undo: opt-in only.
+    SECURE_HSTS_PRELOAD = envbool("SAM3WEB_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
@@ -256,6 +330,10 @@ RUNFLOW_INLINE_MAX_BYTES = envint("RUNFLOW_INLINE_MAX_BYTES", 1024 * 1024)
 # How long a worker may hold a run while submitting it before another worker may take over
 # (longer than the client's worst case: every attempt timing out, with backoff between).
 SAM3WEB_SUBMIT_LEASE = envint("SAM3WEB_SUBMIT_LEASE", 600, minimum=1)
+# Workers write a heartbeat this often (seconds); one silent for WORKER_DEAD_AFTER seconds is
+# taken for dead, and the workers still running take its tasks over.
+SAM3WEB_WORKER_HEARTBEAT = envfloat("SAM3WEB_WORKER_HEARTBEAT", 2.0, minimum=0.1)
+SAM3WEB_WORKER_DEAD_AFTER = envfloat("SAM3WEB_WORKER_DEAD_AFTER", 15.0, minimum=0.5)
 
 # --- Results ----------------------------------------------------------------------------------
 # Callbacks larger than this are refused (413); polling then fetches the result instead.
@@ -276,6 +354,9 @@ SAM3WEB_ARTIFACT_MAX_BYTES = envint("SAM3WEB_ARTIFACT_MAX_BYTES", 50 * 1024 * 10
 SAM3WEB_ARTIFACT_BACKOFF = envfloat("SAM3WEB_ARTIFACT_BACKOFF", 0.5)
 # Runflow's list price per image: shown, marked as an estimate, until a run's real cost arrives.
 SAM3WEB_PRICE_PER_IMAGE = Decimal("0.005")
+# The usage page keeps the figures of past months once they are this many days over (a late
+# cost still arrives just after a month ends); 0: as soon as a month has ended.
+SAM3WEB_USAGE_SETTLE_DAYS = envint("SAM3WEB_USAGE_SETTLE_DAYS", 2, minimum=0)
 
 
 def envdollars(name: str) -> Decimal | None:
@@ -354,7 +435,13 @@ SAM3WEB_OUTBOUND_ALLOW = _outbound_allow("SAM3WEB_OUTBOUND_ALLOW")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # The process in every line: web, worker and callbacks run in several processes, and one
+    # run is followed through them by its id (lines read "run=<id> event=<name> ...").
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {
@@ -363,6 +450,17 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+
+# --- Operating it ----------------------------------------------------------------------------
+# /healthz (sam3web.health): unhealthy when the oldest task ready to run has waited longer than
+# this many seconds, and every check is given at most SAM3WEB_HEALTH_TIMEOUT seconds.
+SAM3WEB_HEALTH_MAX_QUEUE_AGE = envint("SAM3WEB_HEALTH_MAX_QUEUE_AGE", 300, minimum=1)
+SAM3WEB_HEALTH_TIMEOUT = envfloat("SAM3WEB_HEALTH_TIMEOUT", 3.0, minimum=0.1)
+# `manage.py prune` (segmentation.prune): the workers run it every SAM3WEB_PRUNE_INTERVAL
+# seconds (0: never; the command still works by hand); finished tasks' rows are kept this many
+# days.
+SAM3WEB_PRUNE_INTERVAL = envint("SAM3WEB_PRUNE_INTERVAL", 6 * 3600)
+SAM3WEB_PRUNE_TASKS_AFTER = envint("SAM3WEB_PRUNE_TASKS_AFTER", 7, minimum=1)
 
 # Batches (segmentation.batches): the most images one batch takes, and the most batch runs at
 # Runflow at once across all batches (a run from the form never waits behind them).

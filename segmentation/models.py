@@ -688,3 +688,29 @@ class Housekeeping(models.Model):
 
     def __str__(self) -> str:
         return f"Housekeeping (next prune {self.next_prune_at})"
+
+
+class UsageMonth(models.Model):
+    """The usage page's figures for one past month, kept so the page need not add up the
+    whole history on every view (segmentation.usage): one entry in `rows` per (owner, API
+    token), with Totals' fields. `month` and `ends` are the month's first instant and the
+    next month's, in the time zone it was computed in (another zone's months are other rows).
+
+    `rows` is NULL while the figures are not known (being computed, or out of date). Triggers
+    on the runs table (migration 0008) set it back to NULL, and move `generation` on, whenever
+    a run of the month is added, deleted, or changes in a way the figures count, whatever
+    code does it; a view stores its figures only if `generation` did not move meanwhile."""
+
+    month = models.DateTimeField()
+    ends = models.DateTimeField()
+    rows = models.JSONField(null=True, blank=True)
+    generation = models.PositiveBigIntegerField(default=0)
+    computed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["month", "ends"], name="usage_month_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Usage of {self.month:%B %Y}"

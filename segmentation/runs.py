@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts import budgets
 from segmentation import engines, tasks
+from segmentation.imaging.store import storage_unavailable
 from segmentation.models import Batch, RemovedCharge, Run, SourceImage
 
 if TYPE_CHECKING:
@@ -108,6 +109,10 @@ def create_run(
         if earlier is None:
             raise
         raise AlreadySubmitted(earlier) from None
+    logger.info(
+        "run=%s event=created via=%s owner=%s batch=%s engine=%s",
+        run.pk, "api" if api.token is not None else "web", run.owner_id, run.batch_id, engine,
+    )  # fmt: skip
     return run
 
 
@@ -123,6 +128,7 @@ def resubmit(run: Run) -> bool:
         )
         if updated:
             tasks.enqueue_submit(run)
+            logger.info("run=%s event=resubmitted", run.pk)
     return bool(updated)
 
 
@@ -158,6 +164,7 @@ def check_again(run: Run) -> bool:
         )
         if updated:
             transaction.on_commit(lambda: tasks.schedule_poll(str(run.pk), delay=0))
+            logger.info("run=%s event=check_again", run.pk)
     return bool(updated)
 
 
@@ -169,6 +176,7 @@ def retry_copy(run: Run) -> bool:
         )
         if updated:
             tasks.enqueue_copy(run.pk)
+            logger.info("run=%s event=copy_again", run.pk)
     return bool(updated)
 
 
@@ -215,13 +223,18 @@ def delete_run(run_id: Any) -> bool:
             else:
                 names += [f.name for f in (image.file, image.thumbnail, image.display) if f.name]
         transaction.on_commit(lambda: remove_files(names))
+    logger.info("run=%s event=deleted files=%s", run_id, len(names))
     return True
 
 
 def remove_files(names: list[str]) -> None:
+    """Remove files from the storage (the objects, in a bucket) that no row names any more."""
     for name in names:
         try:
             default_storage.delete(name)
-        except OSError:
-            # The rows are gone already; a file left behind is logged for an admin to remove.
+        except Exception as exc:
+            if not (isinstance(exc, OSError) or storage_unavailable(exc)):
+                raise
+            # The rows are gone already; a file left behind is logged for an admin to remove
+            # (`manage.py prune` finds files no row names).
             logger.exception("Could not remove %s", name)
