@@ -193,23 +193,22 @@ def _batch_uploads(found: Found, now: dt.datetime, apply: bool) -> None:
         .filter(batch__created_at__lt=old)
         .filter(~Q(state=BatchItem.State.WAITING) | Q(batch__state=Batch.State.CANCELED))
     )
-    for item in items.only("pk", "upload").iterator(chunk_size=CHUNK):
-        name = item.upload.name or ""
-        size = _size(name)
-        if apply:
-            if not BatchItem.objects.filter(pk=item.pk, upload=name).update(upload=""):
-                continue
-            if not _named_elsewhere(name):
-                _remove([name])
-        found.add(name, size)
+    _drop_files(items, "upload", found, apply)
     batches = Batch.objects.exclude(archive="").filter(
         created_at__lt=old, state=Batch.State.CANCELED
     )
-    for batch in batches.only("pk", "archive").iterator(chunk_size=CHUNK):
-        name = batch.archive.name or ""
+    _drop_files(batches, "archive", found, apply)
+
+
+def _drop_files(rows: Any, attr: str, found: Found, apply: bool) -> None:
+    """Each row's file in ``attr``: counted, and when applying, unnamed (one conditional
+    update, so a row changed meanwhile keeps its file) and removed unless another row names
+    it."""
+    for row in rows.only("pk", attr).iterator(chunk_size=CHUNK):
+        name = getattr(row, attr).name or ""
         size = _size(name)
         if apply:
-            if not Batch.objects.filter(pk=batch.pk, archive=name).update(archive=""):
+            if not type(row).objects.filter(pk=row.pk, **{attr: name}).update(**{attr: ""}):
                 continue
             if not _named_elsewhere(name):
                 _remove([name])

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from html import unescape
 from typing import Any
 
+import httpx
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -284,6 +285,19 @@ def worker_until_idle(standin: Any, **extra: str) -> subprocess.CompletedProcess
     )
     assert done.returncode == 0, done.stderr
     return done
+
+
+def wait_until_serving(url: str, timeout: float = 30.0) -> None:
+    """Until a server process just started answers HTTP at ``url`` (any status will do)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=5)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> None:

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -24,7 +23,7 @@ from accounts.models import ApiToken, Profile
 from segmentation import runs
 from segmentation.models import Run
 from tests.api.conftest import SAM3_PATH, body
-from tests.factories import finished_run, make_run, stored_image, worker_env
+from tests.factories import finished_run, make_run, stored_image, wait_until_serving, worker_env
 from tests.postgres_server import PostgresServer, binaries
 from tests.sample_images import ROOT
 
@@ -207,15 +206,7 @@ def postgres_app(standin) -> Iterator[tuple[str, str]]:
             stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/v1/runs", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_until_serving(url + "/v1/runs")
         yield url, token
     finally:
         if proc is not None:

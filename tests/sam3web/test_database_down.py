@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.factories import wait_until_serving
 from tests.postgres_server import PostgresServer, binaries
 from tests.sample_images import ROOT
 
@@ -62,15 +63,7 @@ def app(tmp_path: Any) -> Iterator[tuple[str, Restartable]]:
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=5)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_until_serving(url + "/healthz")
         yield url, server
     finally:
         if proc is not None:

@@ -27,7 +27,9 @@ def picture(owner):
     return stored_image("cat.jpg")
 
 
-def make_run(picture, owner, status, *, cost=None, created=None, duration_ms=None) -> Run:
+def make_run(
+    picture, owner, status, *, cost=None, created=None, duration_ms=None, token=None
+) -> Run:
     run = Run.objects.create(
         owner=owner,
         image=picture,
@@ -35,6 +37,7 @@ def make_run(picture, owner, status, *, cost=None, created=None, duration_ms=Non
         status=status,
         cost=None if cost is None else Decimal(cost),
         duration_ms=duration_ms,
+        token=token,
     )
     if created is not None:  # created_at is auto_now_add: set it afterwards
         Run.objects.filter(pk=run.pk).update(created_at=created)

@@ -18,25 +18,15 @@ from segmentation import runs, tasks
 from segmentation.models import Batch, Run, UsageMonth
 from segmentation.usage import Totals, Usage, first_unsettled, month_starts, usage_totals
 from tests.factories import stored_image
+from tests.segmentation.test_usage import make_run as usage_run
 
 pytestmark = pytest.mark.django_db
 
 S = Run.Status
 
 
-def make_run(picture, owner, status, created, *, cost=None, duration_ms=None, token=None) -> Run:
-    run = Run.objects.create(
-        owner=owner,
-        image=picture,
-        input={"prompt": "cat"},
-        status=status,
-        cost=None if cost is None else Decimal(cost),
-        duration_ms=duration_ms,
-        token=token,
-    )
-    Run.objects.filter(pk=run.pk).update(created_at=created)  # auto_now_add: set afterwards
-    run.refresh_from_db()
-    return run
+def make_run(picture, owner, status, created, **fields) -> Run:
+    return usage_run(picture, owner, status, created=created, **fields)
 
 
 def reference(starts: list[dt.datetime]) -> Usage:
