@@ -27,6 +27,9 @@ def environment(tmp_path: Path, **values: str) -> dict[str, str]:
     """This process's environment without any of the app's settings, plus ``values``."""
     ours = ("SAM3WEB_", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    # Set in this process by the browser tests' fixtures (Playwright's sync API in a test
+    # that also touches the database): never in a deployment, and its own check says so.
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     return {**env, "SAM3WEB_DATA_DIR": str(tmp_path / "data"), **values}
 
 
