@@ -83,9 +83,22 @@ class Workers:
 
     def kill_the_one_running(self, task_id: str) -> subprocess.Popen[bytes]:
         """SIGKILL the worker whose heartbeat says it is running this task."""
-        wait_for(lambda: WorkerHeartbeat.objects.filter(task_id=task_id).exists(), 30)
-        pid = WorkerHeartbeat.objects.get(task_id=task_id).pid
-        [proc] = [p for p in self.procs if p.pid == pid]
+        return self._kill(WorkerHeartbeat.objects.filter(task_id=task_id))
+
+    def kill_a_busy_one(self) -> subprocess.Popen[bytes]:
+        """SIGKILL a worker whose heartbeat says it is running a task."""
+        return self._kill(WorkerHeartbeat.objects.exclude(task_id=""))
+
+    def _kill(self, rows: Any) -> subprocess.Popen[bytes]:
+        pids: list[int] = []
+
+        def found() -> bool:
+            # Read once: the worker may finish the task (and beat with another) any moment.
+            pids.extend(rows.values_list("pid", flat=True)[:1])
+            return bool(pids)
+
+        wait_for(found, 30)
+        [proc] = [p for p in self.procs if p.pid == pids[0]]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         return proc
@@ -166,11 +179,7 @@ def test_a_worker_killed_mid_burst_loses_nothing(owner, standin, workers, comman
     ids = burst(owner, 80)
     workers.start(4, command)
     wait_for(lambda: Run.objects.filter(pk__in=ids, status=Run.Status.SUCCEEDED).count() > 10)
-    busy = WorkerHeartbeat.objects.exclude(task_id="").values_list("task_id", flat=True).first()
-    if busy is None:
-        wait_for(lambda: WorkerHeartbeat.objects.exclude(task_id="").exists(), 30)
-        busy = WorkerHeartbeat.objects.exclude(task_id="").values_list("task_id", flat=True)[0]
-    killed = workers.kill_the_one_running(busy)
+    killed = workers.kill_a_busy_one()
     # No restart: the three left take over.
     wait_for(lambda: done(ids), 120)
     output = workers.output()
@@ -212,6 +221,9 @@ def test_a_worker_killed_mid_copy_is_taken_over_and_each_mask_stored_once(
     wait_for(lambda: Run.objects.get(pk=run.pk).artifacts == Run.Artifacts.COPYING, 30)
     wait_for(lambda: Run.objects.get(pk=run.pk).artifacts_task_id != "", 30)
     task_id = Run.objects.get(pk=run.pk).artifacts_task_id
+    # The worker is stuck in the second mask's download before it is killed (not merely
+    # about to ask for it, when it could still finish the copy itself).
+    wait_for(lambda: any(r.path.endswith("/mask-1.png") for r in standin.file_requests()), 30)
     standin.file_faults = {}
     killed = workers.kill_the_one_running(task_id)
     standin.release_files()
