@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -285,6 +286,24 @@ def worker_until_idle(standin: Any, **extra: str) -> subprocess.CompletedProcess
     )
     assert done.returncode == 0, done.stderr
     return done
+
+
+def start_gunicorn(
+    env: dict[str, str], *, workers: int, threads: int, ready_path: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The app under gunicorn on a free local port, with ``env``, once it answers at
+    ``ready_path``: the process (the caller stops it) and its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "sam3web.wsgi", "-b", f"127.0.0.1:{port}",
+         "-w", str(workers), "-k", "gthread", "--threads", str(threads)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(url + ready_path)
+    return proc, url
 
 
 def wait_until_serving(url: str, timeout: float = 30.0) -> None:

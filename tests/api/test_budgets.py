@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from accounts.models import ApiToken, Profile
 from segmentation import runs
 from segmentation.models import Run
 from tests.api.conftest import SAM3_PATH, body
-from tests.factories import finished_run, make_run, stored_image, wait_until_serving, worker_env
+from tests.factories import finished_run, make_run, start_gunicorn, stored_image, worker_env
 from tests.postgres_server import PostgresServer, binaries
 from tests.sample_images import ROOT
 
@@ -182,31 +181,7 @@ def postgres_app(standin) -> Iterator[tuple[str, str]]:
         )
         assert setup.returncode == 0, setup.stderr
         token = setup.stdout.strip().splitlines()[-1]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "sam3web.wsgi",
-                "-b",
-                f"127.0.0.1:{port}",
-                "-w",
-                "2",
-                "-k",
-                "gthread",
-                "--threads",
-                "8",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_until_serving(url + "/v1/runs")
+        proc, url = start_gunicorn(env, workers=2, threads=8, ready_path="/v1/runs")
         yield url, token
     finally:
         if proc is not None:

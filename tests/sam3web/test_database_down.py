@@ -5,9 +5,6 @@ restarting anything."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import wait_until_serving
+from tests.factories import start_gunicorn
 from tests.postgres_server import PostgresServer, binaries
 from tests.sample_images import ROOT
 
@@ -54,16 +51,7 @@ def app(tmp_path: Any) -> Iterator[tuple[str, Restartable]]:
     proc = None
     try:
         server.migrate(env, ROOT)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "sam3web.wsgi", "-b", f"127.0.0.1:{port}",
-             "-w", "1", "-k", "gthread", "--threads", "4"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        wait_until_serving(url + "/healthz")
+        proc, url = start_gunicorn(env, workers=1, threads=4, ready_path="/healthz")
         yield url, server
     finally:
         if proc is not None:
