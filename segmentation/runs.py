@@ -163,7 +163,7 @@ def check_again(run: Run) -> bool:
             error_details=None,
         )
         if updated:
-            transaction.on_commit(lambda: tasks.schedule_poll(str(run.pk), delay=0))
+            tasks.schedule_poll(str(run.pk), delay=0)  # committed with the change, or neither
             logger.info("run=%s event=check_again", run.pk)
     return bool(updated)
 

@@ -59,16 +59,14 @@ BATCH_PRIORITY = -10
 
 
 def enqueue_submit(run: Run, *, run_after: dt.datetime | None = None) -> None:
-    """Queue the submit task once the surrounding transaction has committed (a worker must
-    never see a task for a run it cannot read yet)."""
-
-    def _enqueue() -> None:
-        priority = BATCH_PRIORITY if run.batch_id is not None else 0
-        t = submit_run.using(run_after=run_after, priority=priority)
-        result = t.enqueue(str(run.pk))
+    """Queue the submit task in the transaction that makes (or resets) the run: both are
+    committed, or neither. A worker cannot see the task before it can read the run, and no
+    run is left waiting for a submit that was never queued (as one queued after the commit
+    would be, were the database to go away in between)."""
+    priority = BATCH_PRIORITY if run.batch_id is not None else 0
+    with transaction.atomic():
+        result = submit_run.using(run_after=run_after, priority=priority).enqueue(str(run.pk))
         Run.objects.filter(pk=run.pk).update(task_id=result.id)
-
-    transaction.on_commit(_enqueue)
 
 
 @task
@@ -178,13 +176,12 @@ def poll_run(context: TaskContext, run_id: str) -> str:
 
 
 def enqueue_copy(run_id: Any) -> None:
-    """Queue the copy of a run's masks once the surrounding transaction has committed."""
-    transaction.on_commit(lambda: _enqueue_copy_now(str(run_id)))
-
-
-def _enqueue_copy_now(run_id: str) -> None:
+    """Queue the copy of a run's masks and make it the run's current copy, in the transaction
+    of the change that calls for it: both are committed, or neither. (Queued after the commit,
+    a database going away in between would leave the run waiting for a copy nobody makes.)
+    The database queue's worker cannot see the task before the run's change either way."""
     with transaction.atomic():  # see schedule_poll
-        result = copy_artifacts.enqueue(run_id)
+        result = copy_artifacts.enqueue(str(run_id))
         Run.objects.filter(pk=run_id).update(artifacts_task_id=result.id)
 
 
@@ -295,7 +292,7 @@ def _recover_runs() -> int:
         artifacts__in=[Run.Artifacts.PENDING, Run.Artifacts.COPYING]
     ).values_list("pk", "artifacts_task_id"):
         if task_id not in ready:
-            _enqueue_copy_now(str(run_id))
+            enqueue_copy(str(run_id))
             count += 1
     # Masks copied, but the worker stopped before drawing the overlay and thumbnail (drawn
     # after the masks show): copy again, which keeps the masks and draws those two.
@@ -307,6 +304,6 @@ def _recover_runs() -> int:
         .values_list("pk", flat=True)
     ):
         Run.objects.filter(pk=run_id).update(artifacts=Run.Artifacts.PENDING)
-        _enqueue_copy_now(str(run_id))
+        enqueue_copy(str(run_id))
         count += 1
     return count

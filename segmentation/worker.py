@@ -38,7 +38,7 @@ from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
-from django.db.utils import InterfaceError, OperationalError
+from django.db.utils import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
 from django_tasks_db.compat import TaskContext, task_finished, task_started
 from django_tasks_db.management.commands import db_worker
@@ -75,8 +75,9 @@ class Worker(db_worker.Worker):
         super().__init__(**kwargs)
         # The task running now (its DBTaskResult id), for the heartbeat.
         self.current_task_id = ""
-        # A task a lost database connection cut short, to hand back once it is back.
-        self._cut_short: str | None = None
+        # Set when the database went away: once it is back, the tasks it left marked as this
+        # worker's are handed back (see _hand_back_mine).
+        self._lost_database = False
         self._heartbeat: Heartbeat | None = None
         self._next_prune_check = 0.0
 
@@ -119,15 +120,6 @@ class Worker(db_worker.Worker):
                 return_value = task.call(*task_result.args, **task_result.kwargs)
             db_task_result.set_successful(return_value)
             task_finished.send(sender=backend_type, task_result=db_task_result.task_result)
-        except DATABASE_GONE as e:
-            if isinstance(e, OperationalError) and is_locked_database_exception(e):
-                self._record_failure(db_task_result, e)
-                return
-            # Not the task's fault: the database went away under it. The run loop reconnects
-            # and puts the task back in the queue (recording a failure would break its run's
-            # chain of polls or copies).
-            self._cut_short = str(db_task_result.pk)
-            raise
         except Stopped:
             DBTaskResult.objects.filter(pk=db_task_result.pk).update(
                 status="READY", started_at=None
@@ -138,6 +130,12 @@ class Worker(db_worker.Worker):
                 db_task_result.task_name,
             )
         except BaseException as e:
+            if isinstance(e, DatabaseError) and connection_lost():
+                # Not the task's fault: the database went away under it (whatever the error
+                # says: a query in a transaction it broke reads as a TransactionManagementError).
+                # The run loop reconnects and puts the task back in the queue; recording a
+                # failure would break its run's chain of polls or copies.
+                raise
             self._record_failure(db_task_result, e)
         finally:
             self.running_task = False
@@ -245,12 +243,9 @@ class Worker(db_worker.Worker):
         """One turn of django_tasks_db's loop (0.13), with its sleep replaced by wait_for_work
         (kept close to the original, so an upgrade is a diff). True when the worker is done."""
         close_old_connections()
-        if self._cut_short is not None:
-            hand_back(self._cut_short, self.worker_id)
-            logger.info(
-                "Task id=%s, cut short by the database, is back in the queue.", self._cut_short
-            )
-            self._cut_short = None
+        if self._lost_database:
+            self._hand_back_mine()
+            self._lost_database = False
         tasks = self.ready()
         with exclusive_transaction(tasks.db):
             try:
@@ -280,9 +275,25 @@ class Worker(db_worker.Worker):
             self.wait_for_work()
         return False
 
+    def _hand_back_mine(self) -> None:
+        """After the database was away: put back in the queue every task still marked as
+        running on this worker. The task it was running when the connection dropped, and also
+        one whose claim was committed while the worker saw the commit fail, or whose failure
+        could not be recorded: this worker runs one task at a time and runs none now, and it
+        kept beating, so no other worker would ever take them over."""
+        for task in _running():
+            mine = bool(task.worker_ids) and task.worker_ids[-1] == self.worker_id
+            if mine and hand_back(str(task.pk), self.worker_id, task):
+                logger.info(
+                    "Task id=%s (%s), cut short by the database, is back in the queue.",
+                    task.pk,
+                    task.task_name,
+                )
+
     def _reconnect(self, error: Exception) -> None:
         """The database went away (restarted, a network cut): drop the connection, wait a
         moment, and let the loop connect again."""
+        self._lost_database = True
         logger.warning(
             "Lost the database (%s): reconnecting in %g s.",
             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
@@ -303,6 +314,14 @@ class Worker(db_worker.Worker):
             prune.prune_if_due()
         except Exception:
             logger.exception("Prune failed; the worker carries on.")
+
+
+def connection_lost() -> bool:
+    """Whether this thread's database connection no longer works (the server went away)."""
+    try:
+        return connection.connection is None or not connection.is_usable()
+    except Exception:  # noqa: BLE001 - a connection that cannot even be asked is lost
+        return True
 
 
 def notify_workers(sender: Any, **kwargs: Any) -> None:

@@ -292,24 +292,29 @@ def submitted(
     if status not in Run.AT_ENGINE:
         status = Run.Status.QUEUED  # a finished run is reported by callback or poll, once
     now = timezone.now()
-    saved = Run.objects.filter(pk=run.pk, status=Run.Status.SUBMITTING).update(
-        status=status,
-        provider_run_id=provider_run_id[:100],
-        provider_status=provider_status[:40],
-        provider_response=response,
-        request_body=run.request_body,
-        image_delivery=run.image_delivery,
-        submitted_at=now,
-        lease_until=None,
-        error_http_status=None,
-        error_code="",
-        error_message="",
-        error_details=None,
-        poll_deadline_at=now + dt.timedelta(seconds=settings.SAM3WEB_POLL_DEADLINE),
-    )
-    if saved:
-        tasks.schedule_poll(str(run.pk), delay=engine.first_poll_delay(run))
-        return True
+    # The run's new state and its first poll are committed together, or neither: a run at the
+    # engine with no poll would wait for ever if the database went away in between. If
+    # neither, the submit task goes back to the queue and its next attempt adopts the run the
+    # engine made (see RunflowEngine.submit).
+    with transaction.atomic():
+        saved = Run.objects.filter(pk=run.pk, status=Run.Status.SUBMITTING).update(
+            status=status,
+            provider_run_id=provider_run_id[:100],
+            provider_status=provider_status[:40],
+            provider_response=response,
+            request_body=run.request_body,
+            image_delivery=run.image_delivery,
+            submitted_at=now,
+            lease_until=None,
+            error_http_status=None,
+            error_code="",
+            error_message="",
+            error_details=None,
+            poll_deadline_at=now + dt.timedelta(seconds=settings.SAM3WEB_POLL_DEADLINE),
+        )
+        if saved:
+            tasks.schedule_poll(str(run.pk), delay=engine.first_poll_delay(run))
+            return True
     # The result may have come first: a fast engine's callback can beat the answer to our own
     # create. Keep what only the submit knows (what was sent, the engine's answer, when); the
     # status stays the result's.

@@ -51,11 +51,13 @@ def test_a_run_is_never_stored_without_its_task_nor_a_task_without_its_run(owner
         raise Refused  # the caller's transaction fails after the run was made: both go
     assert not Run.objects.exists() and queued_submits() == []
 
-    # Several runs in one transaction (as reuse makes them): all are queued once it commits.
+    # Several runs in one transaction (as reuse makes them): each is queued with its run, in
+    # that transaction, so a worker sees both or neither.
     with transaction.atomic():
         made = [create_run(owner=owner, image=image, input={"prompt": p}) for p in "abc"]
-        assert queued_submits() == []  # nothing a worker could pick up before the commit
+        assert len(queued_submits()) == 3
     assert sorted(args[0] for args in queued_submits()) == sorted(str(r.pk) for r in made)
+    assert all(r.task_id for r in Run.objects.all())
 
 
 def test_the_runs_engine_does_the_sending(owner, standin) -> None:

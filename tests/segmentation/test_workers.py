@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from segmentation import runs, schema
@@ -142,6 +143,37 @@ def done(ids: list[str]) -> bool:
     ).count() == len(ids)
 
 
+def wait_until_done(ids: list[str], timeout: float, workers: Workers) -> None:
+    """Wait for every run to finish; on a timeout, say which did not, where their tasks are,
+    and what the workers printed."""
+    try:
+        wait_for(lambda: done(ids), timeout)
+    except AssertionError:
+        raise AssertionError(f"runs not done:\n{stuck(ids)}\n{workers.output()}") from None
+
+
+def stuck(ids: list[str]) -> str:
+    lines = []
+    unfinished = Run.objects.filter(pk__in=ids).exclude(
+        status=Run.Status.SUCCEEDED, artifacts=Run.Artifacts.DONE
+    )
+    for run in unfinished:
+        lines.append(
+            f"run {run.pk}: {run.status} artifacts={run.artifacts} {run.error_message!r} "
+            f"notes={run.artifact_notes}"
+        )
+        for name in ("task_id", "poll_task_id", "artifacts_task_id"):
+            task_id = getattr(run, name)
+            task = DBTaskResult.objects.filter(pk=task_id).first() if task_id else None
+            state = f"{task.status} workers={task.worker_ids}" if task else "no such task"
+            lines.append(f"  {name}={task_id}: {state}")
+    for task in DBTaskResult.objects.exclude(status__in=["SUCCESSFUL", "READY"]):
+        lines.append(f"task {task.pk} {task.task_path} {task.status} {task.worker_ids}")
+        lines.append(f"  {task.exception_class_path} {task.traceback}")
+    lines.extend(str(row.__dict__) for row in WorkerHeartbeat.objects.all())
+    return "\n".join(lines)
+
+
 def assert_each_sent_once_and_finished(standin: Any, ids: list[str], output: str) -> None:
     assert done(ids), output
     for run_id in ids:
@@ -163,7 +195,7 @@ def test_four_workers_share_a_burst_each_run_sent_once(owner, standin, workers) 
     on_postgresql()
     ids = burst(owner, 200)
     workers.start(4)
-    wait_for(lambda: done(ids), 120)
+    wait_until_done(ids, 120, workers)
     assert_each_sent_once_and_finished(standin, ids, workers.output())
     # Every worker did its share.
     living = set(WorkerHeartbeat.objects.values_list("worker_id", flat=True))
@@ -181,7 +213,7 @@ def test_a_worker_killed_mid_burst_loses_nothing(owner, standin, workers, comman
     wait_for(lambda: Run.objects.filter(pk__in=ids, status=Run.Status.SUCCEEDED).count() > 10)
     killed = workers.kill_a_busy_one()
     # No restart: the three left take over.
-    wait_for(lambda: done(ids), 120)
+    wait_until_done(ids, 120, workers)
     output = workers.output()
     assert f"pid {killed.pid}) died" in output, output
     assert not WorkerHeartbeat.objects.filter(pid=killed.pid).exists()
@@ -199,7 +231,7 @@ def test_a_worker_killed_mid_submit_is_taken_over_and_the_run_made_once(
     killed = workers.kill_the_one_running(Run.objects.get(pk=run_id).task_id)
     standin.create_delay = 0
     # The other worker (no restart) sends it again with the same idempotency key.
-    wait_for(lambda: done([run_id]), 30)
+    wait_until_done([run_id], 30, workers)
     output = workers.output()
     assert f"pid {killed.pid}) died" in output and "1 task(s) taken over" in output, output
     assert_each_sent_once_and_finished(standin, [run_id], output)
@@ -227,7 +259,7 @@ def test_a_worker_killed_mid_copy_is_taken_over_and_each_mask_stored_once(
     standin.file_faults = {}
     killed = workers.kill_the_one_running(task_id)
     standin.release_files()
-    wait_for(lambda: done([str(run.pk)]), 30)
+    wait_until_done([str(run.pk)], 30, workers)
     output = workers.output()
     assert f"pid {killed.pid}) died" in output, output
     assert_each_sent_once_and_finished(standin, [str(run.pk)], output)
@@ -243,7 +275,7 @@ def test_two_workers_racing_for_the_same_run_send_it_once(owner, standin, worker
 
     submit_run.enqueue(run_id)
     workers.start(2)
-    wait_for(lambda: done([run_id]), 30)
+    wait_until_done([run_id], 30, workers)
     assert_each_sent_once_and_finished(standin, [run_id], workers.output())
     assert Run.objects.get(pk=run_id).submit_attempts == 1
     outcomes = DBTaskResult.objects.filter(task_path=submit_run.module_path)
@@ -288,18 +320,22 @@ def restart_postgresql() -> None:
     )
 
 
-def test_postgresql_restarted_under_load_the_workers_reconnect_and_finish(
-    owner, standin, workers
-) -> None:
+def on_own_cluster() -> None:
     on_postgresql()
     host = socket_folder()
     if not (host.startswith("/") and (Path(host) / "data").is_dir()):
         pytest.skip("the database is not a throwaway cluster of the test run's own")
+
+
+def test_postgresql_restarted_under_load_the_workers_reconnect_and_finish(
+    owner, standin, workers
+) -> None:
+    on_own_cluster()
     ids = burst(owner, 80)
     workers.start(3)
     wait_for(lambda: Run.objects.filter(pk__in=ids, status=Run.Status.SUCCEEDED).count() > 15)
     restart_postgresql()
-    wait_for(lambda: done(ids), 120)
+    wait_until_done(ids, 120, workers)
     output = workers.output()
     assert "Lost the database" in output, output
     assert len(workers.running()) == 3, output  # none crashed
@@ -318,8 +354,31 @@ def test_on_sqlite_three_workers_stay_correct_and_never_report_a_locked_database
         pytest.skip("SQLite's own locking")
     ids = burst(owner, 60)
     workers.start(3)
-    wait_for(lambda: done(ids), 120)
+    wait_until_done(ids, 120, workers)
     output = workers.output()
     assert_each_sent_once_and_finished(standin, ids, output)
     assert "database is locked" not in output.lower(), output
     assert WorkerHeartbeat.objects.count() == 3
+
+
+def test_after_a_restart_a_worker_hands_back_what_the_database_left_marked_as_its_own(
+    owner, standin, workers
+) -> None:
+    """A claim committed while the worker saw its commit fail (or a failure it could not
+    record) leaves a task marked as running on a worker that is alive and beating: nobody would
+    ever take it over. The worker hands such tasks back once the database is back."""
+    on_own_cluster()
+    [run_id] = burst(owner, 1)
+    task_id = Run.objects.get(pk=run_id).task_id
+    DBTaskResult.objects.filter(pk=task_id).update(
+        status="RUNNING", worker_ids=["w-alive"], started_at=timezone.now()
+    )
+    workers.start(1, ("worker", "--", "--no-startup-delay", "--worker-id", "w-alive"))
+    wait_for(lambda: WorkerHeartbeat.objects.filter(worker_id="w-alive").exists(), 30)
+    time.sleep(1)
+    assert Run.objects.get(pk=run_id).status == Run.Status.PENDING  # marked as its own: left be
+    restart_postgresql()
+    wait_until_done([run_id], 60, workers)
+    output = workers.output()
+    assert f"Task id={task_id} (submit_run), cut short" in output, output
+    assert_each_sent_once_and_finished(standin, [run_id], output)
