@@ -89,6 +89,8 @@ def submit_run(run_id: str) -> str:
     try:
         outcome = engine.submit(run)
     except Exception as exc:
+        if storage_unavailable(exc):
+            return _submit_when_storage_is_back(run, exc)
         # A bug or a broken store, not the engine's refusal: say so on the run (instead of
         # leaving it "submitting" for the recovery to retry forever), and keep the traceback
         # in the task result by raising.
@@ -116,6 +118,32 @@ def submit_run(run_id: str) -> str:
     changed(run)
     logger.info("run=%s event=submit outcome=%s attempt=%s", run.pk, outcome, run.submit_attempts)
     return outcome
+
+
+# The error code a run waiting to be sent shows while the storage cannot give its image.
+STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
+
+
+def _submit_when_storage_is_back(run: Run, exc: Exception) -> str:
+    """The image could not be read from the storage (a bucket unreachable): nothing was sent.
+    The run waits, pending, and is sent again later, for as long as it takes; its page says
+    why it waits."""
+    first, most = settings.SAM3WEB_STORAGE_RETRY_FIRST, settings.SAM3WEB_STORAGE_RETRY_MAX
+    delay = min(most, first * 2 ** min(run.submit_attempts - 1, 20))
+    logger.warning(
+        "run=%s event=storage_wait step=submit error=%s retry_in=%.1f detail=%s",
+        run.pk,
+        type(exc).__name__,
+        delay,
+        exc,
+    )
+    with transaction.atomic():
+        if Run.objects.filter(pk=run.pk, status=Run.Status.SUBMITTING).update(
+            status=Run.Status.PENDING, lease_until=None, error_code=STORAGE_UNAVAILABLE
+        ):
+            enqueue_submit(run, run_after=timezone.now() + dt.timedelta(seconds=delay))
+    changed(run)
+    return "waiting for storage"
 
 
 # --- polling ----------------------------------------------------------------------------------

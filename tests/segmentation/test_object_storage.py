@@ -199,6 +199,36 @@ def test_while_the_bucket_is_unreachable_runs_wait_and_finish_once_it_is_back(
     assert f"{done.mask_count} instance" in page
 
 
+def test_a_run_whose_image_the_bucket_cannot_give_waits_and_is_sent_once_it_is_back(
+    signed_in, standin, object_storage
+) -> None:
+    server, bucket = object_storage
+    run = submit(signed_in)  # stored while the bucket is there; its submit is queued
+    server.stop()
+    try:
+        drain(lambda: Run.objects.get(pk=run.pk).error_code != "")
+        waiting = Run.objects.get(pk=run.pk)
+        assert waiting.status == Run.Status.PENDING  # not "not submitted": nothing was sent
+        assert waiting.error_code == "STORAGE_UNAVAILABLE"
+        assert standin.runs == {}
+        page = signed_in.get(f"/runs/{run.pk}/").content.decode()
+        assert "Waiting for storage: the image is sent to Runflow" in page
+        # It keeps trying, and keeps waiting, for as long as the bucket is away.
+        for _ in range(3):
+            drain(lambda: True)
+            time.sleep(0.3)
+        assert Run.objects.get(pk=run.pk).status == Run.Status.PENDING
+        assert Run.objects.get(pk=run.pk).submit_attempts >= 2
+    finally:
+        server.start()
+    drain(lambda: Run.objects.get(pk=run.pk).artifacts == Run.Artifacts.DONE)
+    done = Run.objects.get(pk=run.pk)
+    assert done.status == Run.Status.SUCCEEDED and done.error_code == ""
+    assert len(standin.runs_for_client_ref(str(run.pk))) == 1
+    page = signed_in.get(f"/runs/{run.pk}/").content.decode()
+    assert "Waiting for storage" not in page
+
+
 def test_an_upload_while_the_bucket_is_unreachable_gets_a_form_error(
     signed_in, object_storage
 ) -> None:
