@@ -34,13 +34,14 @@ def main() -> None:
     if args.one:
         measure(args.one, args.runs, args.workers)
         return
+    from bench.common import run_child
+
     print(f"{args.runs} runs, stand-in answering at once; runs per second (ratio to 1 worker)")
     for db in args.db:
         # A process per database: Django is set up once per process.
-        subprocess.run(
+        run_child(
             [sys.executable, __file__, "--one", db, "--runs", str(args.runs), "--workers"]
-            + [str(n) for n in args.workers],
-            check=True,
+            + [str(n) for n in args.workers]
         )
 
 

@@ -44,10 +44,42 @@ def throwaway_postgres() -> str:
 
     from tests.postgres_server import PostgresServer
 
+    exit_on_sigterm()
     server = PostgresServer().start()
     atexit.register(server.stop)
     os.environ["DATABASE_URL"] = server.url
     return server.url
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (a `timeout`, a closed session) exits as Ctrl+C does, through the finally
+    blocks and atexit handlers that stop what the benchmark started, instead of leaving them
+    running."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def run_child(command: list[str]) -> None:
+    """Run a benchmark's child process to the end; if this one is stopped meanwhile, stop the
+    child the same way (SIGTERM, then SIGKILL after 30 s) so it cleans up after itself."""
+    import signal
+
+    exit_on_sigterm()
+    child = subprocess.Popen(command)
+    try:
+        if child.wait():
+            raise SystemExit(child.returncode)
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 def pct(values: Sequence[float], q: float) -> float:
