@@ -33,6 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import (
     Case,
     Count,
@@ -236,11 +237,20 @@ def _compute_and_keep(
     """Add up settled months not kept (or out of date) and keep them. A row is claimed (rows
     NULL) before the runs are read: a run changed meanwhile moves its generation on, and then
     the figures read are not kept (the next view adds that month up again)."""
+    new = [m for m in missing if m not in kept]
     UsageMonth.objects.bulk_create(
-        [UsageMonth(month=m, ends=_next_month(m)) for m in missing if m not in kept],
+        [UsageMonth(month=m, ends=_next_month(m)) for m in new],
         ignore_conflicts=True,  # another view claimed it first: fine
     )
     generations = {m: kept[m].generation if m in kept else 0 for m in missing}
+    # A transaction that changed a run of a new row's month before the row existed moved no
+    # generation on; if it is still open, the runs read below miss its change. PostgreSQL
+    # says whether any transaction that began before the rows were made is still running
+    # (SQLite runs one writer at a time: none can be). If one is, the new months are added up
+    # but not kept; the next view keeps them.
+    horizon = _snapshot("xmax") if new and connection.vendor == "postgresql" else None
+    if horizon is not None and _snapshot("xmin") < horizon:
+        generations = {m: g for m, g in generations.items() if m in kept}
     # Contiguous months in one range each.
     ranges: list[tuple[dt.datetime, dt.datetime | None]] = []
     for month in missing:
@@ -256,8 +266,10 @@ def _compute_and_keep(
         per_month[month].append(_to_row(owner, token, totals))
     # One statement for every month, each kept only if its generation did not move.
     claimed = Q()
-    for month in missing:
-        claimed |= Q(month=month, ends=_next_month(month), generation=generations[month])
+    for month, generation in generations.items():
+        claimed |= Q(month=month, ends=_next_month(month), generation=generation)
+    if not generations:
+        return figures
     UsageMonth.objects.filter(claimed).update(
         rows=Case(
             *[
@@ -269,6 +281,14 @@ def _compute_and_keep(
         computed_at=now,
     )
     return figures
+
+
+def _snapshot(bound: str) -> int:
+    """PostgreSQL: the xmin (oldest transaction still running) or the xmax (first transaction
+    not yet begun) of a snapshot taken now."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT pg_snapshot_{bound}(pg_current_snapshot())::text::bigint")
+        return int(cursor.fetchone()[0])
 
 
 def _plus(column: str) -> Func:
