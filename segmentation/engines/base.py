@@ -296,16 +296,20 @@ def submitted(
     # engine with no poll would wait for ever if the database went away in between. If
     # neither, the submit task goes back to the queue and its next attempt adopts the run the
     # engine made (see RunflowEngine.submit).
+    # What only the submit knows: what was sent, the engine's answer, when.
+    sent = {
+        "provider_run_id": provider_run_id[:100],
+        "provider_response": response,
+        "request_body": run.request_body,
+        "image_delivery": run.image_delivery,
+        "submitted_at": now,
+        "lease_until": None,
+    }
     with transaction.atomic():
         saved = Run.objects.filter(pk=run.pk, status=Run.Status.SUBMITTING).update(
+            **sent,
             status=status,
-            provider_run_id=provider_run_id[:100],
             provider_status=provider_status[:40],
-            provider_response=response,
-            request_body=run.request_body,
-            image_delivery=run.image_delivery,
-            submitted_at=now,
-            lease_until=None,
             error_http_status=None,
             error_code="",
             error_message="",
@@ -316,21 +320,13 @@ def submitted(
             tasks.schedule_poll(str(run.pk), delay=engine.first_poll_delay(run))
             return True
     # The result may have come first: a fast engine's callback can beat the answer to our own
-    # create. Keep what only the submit knows (what was sent, the engine's answer, when); the
-    # status stays the result's.
+    # create. Keep what only the submit knows; the status stays the result's.
     Run.objects.filter(
         pk=run.pk,
         provider_run_id__in=("", provider_run_id[:100]),
         submitted_at__isnull=True,
         status__in=(*Run.TERMINAL_STATUSES, *Run.AT_ENGINE),
-    ).update(
-        provider_run_id=provider_run_id[:100],
-        provider_response=response,
-        request_body=run.request_body,
-        image_delivery=run.image_delivery,
-        submitted_at=now,
-        lease_until=None,
-    )
+    ).update(**sent)
     return False
 
 

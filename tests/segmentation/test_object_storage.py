@@ -6,6 +6,7 @@ while makes runs wait (and finish once it is back), and uploads say so instead o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -166,6 +167,15 @@ def test_a_worker_process_stores_in_the_same_bucket(signed_in, standin, object_s
     assert media_files() == []
 
 
+def keeps_waiting(still: Callable[[Run], bool]) -> None:
+    """The worker keeps trying, and the run keeps waiting, for as long as the bucket is away."""
+    for _ in range(3):
+        drain(lambda: True)
+        time.sleep(0.3)
+    run = Run.objects.get()
+    assert still(run), run
+
+
 def test_while_the_bucket_is_unreachable_runs_wait_and_finish_once_it_is_back(
     signed_in, standin, object_storage
 ) -> None:
@@ -183,11 +193,7 @@ def test_while_the_bucket_is_unreachable_runs_wait_and_finish_once_it_is_back(
         assert waiting.artifact_notes[0].startswith("Waiting for storage")
         page = signed_in.get(f"/runs/{run.pk}/").content.decode()
         assert "Waiting for storage" in page
-        # It keeps trying, and keeps waiting, for as long as the bucket is away.
-        for _ in range(3):
-            drain(lambda: True)
-            time.sleep(0.3)
-        assert Run.objects.get(pk=run.pk).artifacts == Run.Artifacts.PENDING
+        keeps_waiting(lambda r: r.artifacts == Run.Artifacts.PENDING)
     finally:
         server.start()
     drain(lambda: Run.objects.get(pk=run.pk).artifacts == Run.Artifacts.DONE)
@@ -213,12 +219,7 @@ def test_a_run_whose_image_the_bucket_cannot_give_waits_and_is_sent_once_it_is_b
         assert standin.runs == {}
         page = signed_in.get(f"/runs/{run.pk}/").content.decode()
         assert "Waiting for storage: the image is sent to Runflow" in page
-        # It keeps trying, and keeps waiting, for as long as the bucket is away.
-        for _ in range(3):
-            drain(lambda: True)
-            time.sleep(0.3)
-        assert Run.objects.get(pk=run.pk).status == Run.Status.PENDING
-        assert Run.objects.get(pk=run.pk).submit_attempts >= 2
+        keeps_waiting(lambda r: r.status == Run.Status.PENDING and r.submit_attempts >= 2)
     finally:
         server.start()
     drain(lambda: Run.objects.get(pk=run.pk).artifacts == Run.Artifacts.DONE)
