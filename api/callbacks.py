@@ -107,7 +107,7 @@ def queue(run: Run, *, key: str) -> CallerCallback | None:
                 request_id=str(uuid.uuid4()),
                 body=json.dumps(payload),
             )
-            transaction.on_commit(lambda: send_caller_callback.enqueue(callback.pk))
+            send_caller_callback.enqueue(callback.pk)  # with the change: both or neither
     except IntegrityError:
         return None
     return callback

@@ -165,7 +165,7 @@ def create_batch(
             batch.archive_name = _shown_name(archive.name)
             batch.archive_first = position + len(urls)
             batch.save(update_fields=["archive", "archive_name", "archive_first"])
-        transaction.on_commit(lambda: intake_batch.enqueue(batch.pk))
+        intake_batch.enqueue(batch.pk)  # with the change: both or neither
     return batch
 
 
@@ -520,7 +520,7 @@ def start(batch: Batch) -> bool:
             state=Batch.State.RUNNING, started_at=timezone.now(), message=""
         )
         if started:
-            transaction.on_commit(lambda: start_batch.enqueue(batch.pk))
+            start_batch.enqueue(batch.pk)  # with the change: both or neither
     return bool(started)
 
 
@@ -653,7 +653,7 @@ def retry_failed(batch: Batch) -> int:
             )
             cell.reused = False
             cell.save(update_fields=["run", "reused"])
-        transaction.on_commit(lambda: start_batch.enqueue(batch.pk))
+        start_batch.enqueue(batch.pk)  # with the change: both or neither
     return count
 
 
@@ -696,7 +696,7 @@ def _dispatch_later(when: dt.datetime) -> None:
         status="READY", task_path=_DISPATCH_PATH, run_after__gte=when
     ).exists()
     if not pending:
-        transaction.on_commit(lambda: dispatch_batches.using(run_after=when).enqueue())
+        dispatch_batches.using(run_after=when).enqueue()  # with the change: both or neither
 
 
 _DISPATCH_PATH = dispatch_batches.module_path
