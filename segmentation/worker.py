@@ -231,7 +231,11 @@ class Worker(db_worker.Worker):
                 try:
                     if self._loop_once():
                         return
-                except DATABASE_GONE as e:
+                except DatabaseError as e:
+                    # Whatever its class, an error on a connection that no longer works (a
+                    # task cut short re-raises it: see run_task) means the database went away.
+                    if not (isinstance(e, DATABASE_GONE) or connection_lost()):
+                        raise
                     self._reconnect(e)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
