@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from segmentation.imaging.decode import EXIF_TRANSPOSE, displayable, orientation
 from segmentation.imaging.render import colour_for
+from segmentation.imaging.store import read_file
 from segmentation.models import Mask, Run
 
 # --- COCO run-length encoding -------------------------------------------------------------------
@@ -298,8 +299,7 @@ class _MissingMask(Exception):
 
 def _read_mask(mask: Mask) -> bytes:
     try:
-        with mask.file.open("rb") as f:
-            return f.read()
+        return read_file(mask.file)
     except FileNotFoundError:
         raise _MissingMask from None
 

@@ -33,6 +33,7 @@ from segmentation.imaging import masks as mask_files
 from segmentation.imaging import render
 from segmentation.imaging.decode import ImageRejected
 from segmentation.imaging.intake import intake_bytes
+from segmentation.imaging.store import read_file
 from segmentation.models import Mask, Run
 
 logger = logging.getLogger(__name__)
@@ -259,8 +260,7 @@ def _render_overlay(run: Run, stored: list[Mask]) -> None:
         # One mask in memory at a time, however many there are.
         for m in stored:
             if m.file:
-                with m.file.open("rb") as f:
-                    yield f.read(), render.colour_for(m.index)
+                yield read_file(m.file), render.colour_for(m.index)
 
     overlay = render.render_overlay(coloured(), image.width, image.height)
     with image.file.open("rb") as f:

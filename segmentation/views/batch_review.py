@@ -43,7 +43,7 @@ from segmentation.batches import accepted_items
 from segmentation.imaging.display import fit
 from segmentation.imaging.masks import NEAREST, ArtifactError, binarize, open_untrusted
 from segmentation.imaging.render import THUMBNAIL_SIZE, colour_for, fit_image
-from segmentation.imaging.store import display_file
+from segmentation.imaging.store import display_file, read_file
 from segmentation.models import Batch, BatchItem, BatchRun, Mask, Rejection, Run
 from segmentation.views._common import HtmxHttpRequest
 
@@ -630,8 +630,7 @@ def _scaled_mask(mask: Mask, size: tuple[int, int]) -> Image.Image | None:
     """The mask at ``size`` as an "L" image with soft edges (scaled at twice the size, nearest,
     then halved), or None when its file cannot be read."""
     try:
-        with mask.file.open("rb") as f:
-            data = f.read()
+        data = read_file(mask.file)
         im = open_untrusted(data, f"mask {mask.number}", source="")
     except (OSError, ArtifactError):
         logger.warning("Mask %s could not be read for a batch overlay", mask.pk, exc_info=True)

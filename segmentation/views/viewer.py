@@ -36,6 +36,7 @@ from django.views.decorators.http import require_GET
 from PIL import Image
 
 from segmentation.imaging.render import colour_for
+from segmentation.imaging.store import read_file
 from segmentation.models import Mask, Run
 
 # A crop's URL carries its mask's version, so a year of caching is safe.
@@ -195,8 +196,7 @@ def _version(mask: Mask) -> str:
 
 def _open_mask(mask: Mask) -> Image.Image:
     try:
-        with mask.file.open("rb") as f:
-            data = f.read()
+        data = read_file(mask.file)
     except FileNotFoundError:
         raise Http404("The mask file is missing.") from None
     im: Image.Image = Image.open(io.BytesIO(data))
