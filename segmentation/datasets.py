@@ -10,10 +10,10 @@ position + 1, YOLO class = position). An image whose cell for some concept has n
 run says so in COCO and instances.json ("unanswered"): its lack of that concept is unknown, not
 a negative.
 
-Memory stays flat whatever the batch size: the database is read in chunks, one mask is decoded
-at a time, JSON is written entry by entry, and ZIPs go out as they are written (zipfile on an
-output that cannot seek writes each entry's sizes after its data). Images and PNGs are stored,
-text is deflated.
+Memory stays flat whatever the batch size: the database is read in chunks, a few mask files
+are read ahead (overlapping a bucket's round trips) and one is decoded at a time, JSON is
+written entry by entry, and ZIPs go out as they are written (zipfile on an output that cannot
+seek writes each entry's sizes after its data). Images and PNGs are stored, text is deflated.
 
 * ``parse_options`` reads ``min_score`` and ``images`` from a query string, strictly.
 * ``coco_json``, ``coco_zip``, ``yolo_zip`` and ``masks_zip`` yield the bytes of each format.
@@ -30,7 +30,9 @@ import re
 import stat
 import tempfile
 import zipfile
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -47,6 +49,7 @@ from segmentation.exports import (
     rle_counts,
     rle_string,
 )
+from segmentation.imaging.store import read_file, storage_unavailable
 from segmentation.models import Batch, BatchItem, BatchRun, Mask, Rejection, Run, SourceImage
 
 if TYPE_CHECKING:
@@ -62,6 +65,8 @@ FORMATS = {
     "masks.zip": "application/zip",
 }
 CHUNK_ROWS = 500
+# Mask files read at once, ahead of the one being written.
+READ_AHEAD = 8
 # What a stream hands on at a time: small enough to keep memory flat, large enough that a
 # 10,000-annotation file is not 10,000 writes to the socket.
 OUT_CHUNK = 64 * 1024
@@ -271,19 +276,36 @@ class Decoded:
         return [x0, y0, x1 - x0, y1 - y0]
 
 
+def _read_ahead(
+    found: Iterable[DatasetInstance],
+) -> Iterator[tuple[DatasetInstance, Future[bytes]]]:
+    """Each instance with its file being read, READ_AHEAD at a time: from a bucket every read
+    is a round trip, so they overlap (the storage gives each thread its own connection)."""
+    with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="dataset-read") as pool:
+        window: deque[tuple[DatasetInstance, Future[bytes]]] = deque()
+        for inst in found:
+            window.append((inst, pool.submit(read_file, inst.mask.file)))
+            if len(window) >= READ_AHEAD:
+                yield window.popleft()
+        while window:
+            yield window.popleft()
+
+
 def _decoded(found: Iterable[DatasetInstance]) -> Iterator[Decoded]:
-    """Each instance whose file can still be read, decoded; one in memory at a time. A file
-    gone missing or unreadable since it was copied is left out (and logged), rather than
-    breaking a download that is already under way."""
-    for inst in found:
+    """Each instance whose file can still be read, decoded; a few files in memory at a time
+    (those read ahead), one decoded. A file gone missing or unreadable since it was copied is
+    left out (and logged), rather than breaking a download that is already under way."""
+    for inst, reading in _read_ahead(found):
         try:
-            with inst.mask.file.open("rb") as f:
-                data = f.read()
+            data = reading.result()
             image = _mask_image(data, inst.size)
         except FileNotFoundError:
             log.warning("Mask %s of run %s: its file is missing", inst.number, inst.mask.run_id)
             continue
-        except Exception:
+        except Exception as exc:
+            if storage_unavailable(exc):
+                # Not this file's fault: a dataset without it would be quietly incomplete.
+                raise
             log.exception(
                 "Mask %s of run %s: its file is unreadable", inst.number, inst.mask.run_id
             )
