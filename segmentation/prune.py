@@ -8,7 +8,9 @@ What goes:
 - batch uploads no longer needed: the files of items already taken in or refused, and of
   canceled batches, that a stopped worker left behind;
 - files no row names, in the folders the app's files live in, once they are an hour old (an
-  upload in flight, or a file whose row is not committed yet, is never taken).
+  upload in flight, or a file whose row is not committed yet, is never taken);
+- exports kept in the bucket (``segmentation.stored_exports``) once they are an hour old: the
+  signed link to one lives a few minutes.
 
 Everything is found first and reported (a dry run); ``apply`` removes it. Rows go before their
 files, so an interruption leaves at worst a file no row names, which the next prune takes."""
@@ -29,6 +31,7 @@ from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from segmentation import stored_exports
 from segmentation.models import (
     Batch,
     BatchItem,
@@ -81,9 +84,10 @@ class Summary:
     task_rows: Found = field(default_factory=Found)
     batch_uploads: Found = field(default_factory=Found)
     unnamed_files: Found = field(default_factory=Found)
+    old_exports: Found = field(default_factory=Found)
 
     def as_dict(self) -> dict[str, Any]:
-        parts = ("staged_images", "task_rows", "batch_uploads", "unnamed_files")
+        parts = ("staged_images", "task_rows", "batch_uploads", "unnamed_files", "old_exports")
         return {
             "applied": self.applied,
             **{
@@ -99,6 +103,7 @@ class Summary:
             ("task rows of finished or dead tasks", self.task_rows),
             ("batch uploads no longer needed", self.batch_uploads),
             ("files no row names", self.unnamed_files),
+            ("downloaded exports", self.old_exports),
         ]
         for label, found in rows:
             yield f"{verb} {found.count} {label} ({found.bytes} bytes)"
@@ -113,6 +118,7 @@ def prune(*, apply: bool = False, now: dt.datetime | None = None) -> Summary:
     _task_rows(summary.task_rows, now, apply)
     _batch_uploads(summary.batch_uploads, now, apply)
     _unnamed_files(summary.unnamed_files, now, apply)
+    _old_exports(summary.old_exports, now, apply)
     return summary
 
 
@@ -271,6 +277,16 @@ def _unnamed_files(found: Found, now: dt.datetime, apply: bool) -> None:
                         continue
                     _remove([name])
                 found.add(name, size)
+
+
+# --- exports ------------------------------------------------------------------------------------
+
+
+def _old_exports(found: Found, now: dt.datetime, apply: bool) -> None:
+    for name, size in list(stored_exports.old(now)):
+        if apply:
+            _remove([name])
+        found.add(name, size)
 
 
 # --- the workers' schedule ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from accounts import budgets
-from segmentation import engines, tasks
+from segmentation import engines, stored_exports, tasks
 from segmentation.imaging.store import storage_unavailable
 from segmentation.models import Batch, RemovedCharge, Run, SourceImage
 
@@ -204,6 +204,7 @@ def delete_run(run_id: Any) -> bool:
         names = [f.name for f in (run.thumbnail, run.overlay, run.preview) if f.name]
         names += [name for name in run.masks.values_list("file", flat=True) if name]
         image = run.image
+        pk = run.pk  # delete() forgets it
         amount = run.cost_shown  # charge()'s rule, on the row already read
         if amount:  # Runflow billed it: budgets keep counting it
             RemovedCharge.objects.create(
@@ -223,6 +224,7 @@ def delete_run(run_id: Any) -> bool:
             else:
                 names += [f.name for f in (image.file, image.thumbnail, image.display) if f.name]
         transaction.on_commit(lambda: remove_files(names))
+        transaction.on_commit(lambda: stored_exports.remove("runs", pk))
     logger.info("run=%s event=deleted files=%s", run_id, len(names))
     return True
 

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from segmentation import schema
 from segmentation.imaging.intake import intake_bytes
 from segmentation.imaging.store import store_image
-from segmentation.models import Mask, Run, SourceImage
+from segmentation.models import Batch, BatchItem, BatchRun, Mask, Run, SourceImage
 from tests.sample_images import IMAGES, ROOT
 
 # Two coins on coins.png (384×303), each a box prompt: the stand-in fills the ellipse inscribed
@@ -215,6 +215,36 @@ def add_masks(
         rows.append(row)
     Run.objects.filter(pk=run.pk).update(mask_count=len(rows))
     return rows
+
+
+def answered_batch(owner: Any, names: Iterable[str] = ("cat.jpg", "coffee.jpg")) -> Batch:
+    """A running batch "Cats, 2026" of these images with the concept "cat", each image answered
+    by a finished run of one mask: the ellipse in (10, 10)-(101, 81)."""
+    names = list(names)
+    batch = Batch.objects.create(
+        owner=owner,
+        name="Cats, 2026",
+        concepts=["cat"],
+        state=Batch.State.RUNNING,
+        intake_total=len(names),
+        intake_done=len(names),
+        started_at=timezone.now(),
+    )
+    for position, name in enumerate(names):
+        image = stored_image(name)
+        item = BatchItem.objects.create(
+            batch=batch,
+            position=position,
+            name=f"photos/{name}",
+            image=image,
+            state=BatchItem.State.ACCEPTED,
+        )
+        run = make_run(owner, image=image, batch=batch, artifacts=Run.Artifacts.DONE)
+        add_masks(
+            run, [(ellipse((10, 10, 100, 80), (image.width, image.height)), (10, 10, 101, 81))]
+        )
+        BatchRun.objects.create(batch=batch, item=item, concept="cat", run=run)
+    return batch
 
 
 def run_worker() -> None:

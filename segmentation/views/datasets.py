@@ -5,7 +5,8 @@ Formats: ``coco.json``, ``coco.zip``, ``yolo.zip`` and ``masks.zip``; query ``mi
 puts the images in; coco.json with images is coco.zip). Every signed-in teammate may download
 (the middleware requires sign-in). Anything that makes no sense is a 4xx with the reason as
 plain text, never a 500. The file is streamed: it starts at once and the server holds one mask
-at a time, however large the batch.
+at a time, however large the batch. With a bucket, the file is uploaded there as it is built and
+the answer is a redirect to a short-lived signed link (``segmentation.stored_exports``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
-from segmentation import datasets
+from segmentation import datasets, stored_exports
 from segmentation.models import Batch
 
 MAX_QUERY_LENGTH = 1000
@@ -56,12 +57,20 @@ def batch_export(request: HttpRequest, batch_id: Any, fmt: str) -> HttpResponseB
         fmt = "coco.zip"
 
     url = request.build_absolute_uri(batch.get_absolute_url())
-    response = StreamingHttpResponse(
-        datasets.stream(batch, fmt, options, url=url), content_type=datasets.FORMATS[fmt]
-    )
-    response["Content-Disposition"] = content_disposition_header(
-        True, datasets.download_name(batch, fmt)
-    )
+    chunks = datasets.stream(batch, fmt, options, url=url)
+    filename = datasets.download_name(batch, fmt)
+    if stored_exports.in_bucket():
+        # Uploaded to the bucket as it is built, then downloaded from there.
+        return stored_exports.keep(
+            "batches",
+            batch.pk,
+            filename=filename,
+            content_type=datasets.FORMATS[fmt],
+            body=chunks,
+            log=f"batch={batch.pk} format={fmt}",
+        )
+    response = StreamingHttpResponse(chunks, content_type=datasets.FORMATS[fmt])
+    response["Content-Disposition"] = content_disposition_header(True, filename)
     # What is exported changes with every review decision and finished run.
     response["Cache-Control"] = "private, no-cache"
     response["Content-Security-Policy"] = "default-src 'none'"

@@ -1,5 +1,8 @@
 """Downloads of a run's results: ``/runs/<id>/export/<fmt>``, see ``segmentation.exports``.
 
+With a bucket, the file is written there and the answer is a redirect to a short-lived signed
+link (``segmentation.stored_exports``).
+
 Formats: ``masks.zip``, ``json``, ``coco`` and ``composite.png``. Each takes the viewer's
 "what I see" parameters (``visible``, ``threshold``, ``colours``, ``opacity``); a parameter that
 makes no sense is a 400 with the reason as plain text, never a 500.
@@ -31,8 +34,9 @@ from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
-from segmentation import exports
-from segmentation.models import Run
+from segmentation import exports, stored_exports
+from segmentation.imaging.store import storage_unavailable
+from segmentation.models import Mask, Run
 from segmentation.views._common import run_or_404
 
 # fmt -> (extension of the download, content type)
@@ -92,6 +96,23 @@ def export_response(
     except TooManyFieldsSent:
         return _plain(HttpResponseBadRequest, "The query string has too many parameters.")
 
+    try:
+        return _build(request, run, fmt, masks, view, public)
+    except Exception as exc:
+        # The masks are read from the storage (and, with a bucket, the export written to it).
+        if not storage_unavailable(exc):
+            raise
+        return stored_exports.storage_down(exc, log=f"run={run.pk} format={fmt}")
+
+
+def _build(
+    request: HttpRequest,
+    run: Run,
+    fmt: str,
+    masks: list[Mask],
+    view: exports.View,
+    public: Public | None,
+) -> HttpResponseBase:
     instances, hidden = exports.select(masks, view)
     extension, content_type = FORMATS[fmt]
     if public is None:
@@ -109,6 +130,9 @@ def export_response(
             else:
                 _write_public_zip(run, instances, hidden, view, spool, public)
             spool.seek(0)
+            if stored_exports.in_bucket():
+                with spool:
+                    return _kept(run, fmt, filename, content_type, spool)
         except BaseException:
             spool.close()
             raise
@@ -126,12 +150,28 @@ def export_response(
             body = exports.composite_png(run, instances, view)
         if content_type == "application/json":
             content_type += "; charset=utf-8"
+        if stored_exports.in_bucket():
+            return _kept(run, fmt, filename, content_type, body)
         response = HttpResponse(body, content_type=content_type)
         response["Content-Disposition"] = content_disposition_header(True, filename)
     # What is exported depends on the query and on masks that a retry may still copy.
     response["Cache-Control"] = "private, no-cache"
     response["Content-Security-Policy"] = "default-src 'none'"
     return response
+
+
+def _kept(
+    run: Run, fmt: str, filename: str, content_type: str, body: bytes | IO[bytes]
+) -> HttpResponseBase:
+    # With a bucket: written there, and the browser sent to it (segmentation.stored_exports).
+    return stored_exports.keep(
+        "runs",
+        run.pk,
+        filename=filename,
+        content_type=content_type,
+        body=body,
+        log=f"run={run.pk} format={fmt}",
+    )
 
 
 # --- public links -------------------------------------------------------------------------------
