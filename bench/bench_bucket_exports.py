@@ -134,7 +134,7 @@ def measure(server, bucket: str, args: argparse.Namespace) -> None:
                     batch.pk,
                     filename=datasets.download_name(batch, fmt),
                     content_type=datasets.FORMATS[fmt],
-                    body=datasets.stream(batch, fmt, options),
+                    content=stored_exports.chunks_file(datasets.stream(batch, fmt, options)),
                     log="bench",
                 )
                 kept.append(time.perf_counter() - t)

@@ -283,10 +283,19 @@ def _unnamed_files(found: Found, now: dt.datetime, apply: bool) -> None:
 
 
 def _old_exports(found: Found, now: dt.datetime, apply: bool) -> None:
-    for name, size in list(stored_exports.old(now)):
-        if apply:
-            _remove([name])
-        found.add(name, size)
+    before = now - stored_exports.EXPORTS_KEPT
+    for folder, files in list(_walk(stored_exports.FOLDER)):
+        for file in files:
+            name = posixpath.join(folder, file)
+            try:
+                if default_storage.get_modified_time(name) >= before:
+                    continue
+            except (OSError, NotImplementedError):
+                continue
+            size = _size(name)
+            if apply:
+                _remove([name])
+            found.add(name, size)
 
 
 # --- the workers' schedule ------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import io
 import logging
 import posixpath
 import secrets
-from collections.abc import Iterable, Iterator
-from typing import IO, Any, cast
+from collections.abc import Iterable
+from typing import IO, Any
 
 from django.conf import settings
 from django.core.files import File
@@ -77,27 +77,19 @@ class _Chunks(io.RawIOBase):
         return n
 
 
+def chunks_file(chunks: Iterable[bytes]) -> IO[bytes]:
+    """``chunks`` (a dataset's stream) as a file ``keep`` can upload part by part."""
+    return io.BufferedReader(_Chunks(chunks), buffer_size=1 << 20)
+
+
 def keep(
-    kind: str,
-    pk: Any,
-    *,
-    filename: str,
-    content_type: str,
-    body: bytes | IO[bytes] | Iterator[bytes],
-    log: str,
+    kind: str, pk: Any, *, filename: str, content_type: str, content: IO[bytes], log: str
 ) -> HttpResponseBase:
-    """Write ``body`` to the bucket as an export of row ``pk`` and answer with a redirect to
+    """Write ``content`` to the bucket as an export of row ``pk`` and answer with a redirect to
     a signed link that downloads it as ``filename``; a 503 with the reason when the bucket
     cannot take it now. ``log`` names the row in the log line (``run=<id>``)."""
     extension = filename.split(".", 1)[1] if "." in filename else "bin"
     name = posixpath.join(folder(kind, pk), f"{secrets.token_urlsafe(16)}.{extension}")
-    content: IO[bytes]
-    if isinstance(body, bytes):
-        content = io.BytesIO(body)
-    elif isinstance(body, Iterator) and not hasattr(body, "read"):  # files iterate too: lines
-        content = io.BufferedReader(_Chunks(body), buffer_size=1 << 20)
-    else:
-        content = cast(IO[bytes], body)
     upload = File(content, name)
     upload.content_type = content_type  # type: ignore[attr-defined]  # what django-storages sends
     try:
@@ -134,41 +126,16 @@ def storage_down(exc: BaseException, *, log: str) -> HttpResponse:
     return refused
 
 
-def _walk(top: str) -> Iterator[str]:
-    """Every file under ``top``."""
+def remove(kind: str, pk: Any) -> None:
+    """Remove every export of one row (a run being deleted). A bucket that cannot be reached
+    leaves them to ``manage.py prune``."""
     try:
-        dirs, files = default_storage.listdir(top)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for file in files:
-        yield posixpath.join(top, file)
-    for sub in sorted(dirs):
-        yield from _walk(posixpath.join(top, sub))
-
-
-def remove(kind: str, pk: Any) -> int:
-    """Remove every export of one row (a run being deleted); how many there were. A bucket
-    that cannot be reached leaves them to ``manage.py prune``."""
-    removed = 0
-    try:
-        for name in list(_walk(folder(kind, pk))):
-            default_storage.delete(name)
-            removed += 1
+        _dirs, files = default_storage.listdir(folder(kind, pk))  # files only: see keep()
+        for file in files:
+            default_storage.delete(posixpath.join(folder(kind, pk), file))
+    except FileNotFoundError:
+        return  # nothing was ever exported
     except Exception as exc:
         if not (isinstance(exc, OSError) or storage_unavailable(exc)):
             raise
         logger.warning("Could not remove the exports of %s %s: %s", kind, pk, exc)
-    return removed
-
-
-def old(now: dt.datetime) -> Iterator[tuple[str, int]]:
-    """Each export older than EXPORTS_KEPT, with its size: nothing can be reading it any more."""
-    before = now - EXPORTS_KEPT
-    for name in _walk(FOLDER):
-        try:
-            if default_storage.get_modified_time(name) >= before:
-                continue
-            size = default_storage.size(name)
-        except (OSError, NotImplementedError):
-            continue
-        yield name, size

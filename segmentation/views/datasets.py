@@ -4,7 +4,7 @@ Formats: ``coco.json``, ``coco.zip``, ``yolo.zip`` and ``masks.zip``; query ``mi
 (0 to 1, default 0; empty is 0, as the batch page's form sends it cleared) and ``images`` (1
 puts the images in; coco.json with images is coco.zip). Every signed-in teammate may download
 (the middleware requires sign-in). Anything that makes no sense is a 4xx with the reason as
-plain text, never a 500. The file is streamed: it starts at once and the server holds one mask
+plain text, never a 500. The file is streamed: it starts at once and the server holds a few masks
 at a time, however large the batch. With a bucket, the file is uploaded there as it is built and
 the answer is a redirect to a short-lived signed link (``segmentation.stored_exports``).
 """
@@ -66,7 +66,7 @@ def batch_export(request: HttpRequest, batch_id: Any, fmt: str) -> HttpResponseB
             batch.pk,
             filename=filename,
             content_type=datasets.FORMATS[fmt],
-            body=chunks,
+            content=stored_exports.chunks_file(chunks),
             log=f"batch={batch.pk} format={fmt}",
         )
     response = StreamingHttpResponse(chunks, content_type=datasets.FORMATS[fmt])

@@ -13,6 +13,7 @@ A public link (``share_views``) offers the same formats through ``export_respons
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import tempfile
@@ -151,7 +152,7 @@ def _build(
         if content_type == "application/json":
             content_type += "; charset=utf-8"
         if stored_exports.in_bucket():
-            return _kept(run, fmt, filename, content_type, body)
+            return _kept(run, fmt, filename, content_type, io.BytesIO(body))
         response = HttpResponse(body, content_type=content_type)
         response["Content-Disposition"] = content_disposition_header(True, filename)
     # What is exported depends on the query and on masks that a retry may still copy.
@@ -161,7 +162,7 @@ def _build(
 
 
 def _kept(
-    run: Run, fmt: str, filename: str, content_type: str, body: bytes | IO[bytes]
+    run: Run, fmt: str, filename: str, content_type: str, content: IO[bytes]
 ) -> HttpResponseBase:
     # With a bucket: written there, and the browser sent to it (segmentation.stored_exports).
     return stored_exports.keep(
@@ -169,7 +170,7 @@ def _kept(
         run.pk,
         filename=filename,
         content_type=content_type,
-        body=body,
+        content=content,
         log=f"run={run.pk} format={fmt}",
     )
 

@@ -193,7 +193,7 @@ def test_a_large_export_goes_up_in_parts_and_comes_back_whole(object_storage) ->
         7,
         filename="big.coco.zip",
         content_type="application/zip",
-        body=iter(pieces),
+        content=stored_exports.chunks_file(pieces),
         log="batch=7",
     )
     fetched = httpx.get(response["Location"])
